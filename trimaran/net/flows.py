@@ -1,0 +1,199 @@
+"""Where messages go and come from: addresses, flows, the flow table (RFC 5626 §3.2).
+
+A `Flow` is the path one message arrived on or left by. TCP flows are real
+connections and are registered here while they are open; UDP flows are
+virtual (a listening socket plus a remote address) and are never stored: their
+id encodes both ends, so they can be rebuilt from the id alone.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
+
+HostPort = tuple[str, int]
+
+#: Largest UDP payload over IPv4 (65535 - 20 IP - 8 UDP).
+MAX_DATAGRAM = 65_507
+
+
+class TransportError(Exception):
+    """Root of every error raised by trimaran.net."""
+
+
+class ConnectError(TransportError):
+    """A connection could not be opened (refused, unreachable, timed out, too many)."""
+
+
+class FlowClosedError(TransportError):
+    """The flow asked for is no longer open."""
+
+
+class MessageTooLargeError(TransportError):
+    """The message does not fit in one UDP datagram."""
+
+
+class NotListeningError(TransportError):
+    """The transport has no listening socket for that transport protocol."""
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    """Where to send: transport ("udp" | "tcp"), host (an IP literal) and port."""
+
+    transport: str
+    host: str
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class Flow:
+    """RFC 5626 flow: the path a message arrived on or left by."""
+
+    id: str
+    transport: str
+    local: HostPort
+    remote: HostPort
+
+    @property
+    def reliable(self) -> bool:
+        """True for connection-oriented transports (no retransmissions needed, §17.1.1.2)."""
+        return self.transport != "udp"
+
+
+def normalize_host(host: str) -> str:
+    """Canonical text of an IP literal (brackets removed, IPv6 compressed); others as is."""
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if ":" in host:
+        try:
+            return ipaddress.IPv6Address(host.split("%", 1)[0]).compressed
+        except ValueError:
+            return host
+    return host
+
+
+def is_ip_literal(host: str) -> bool:
+    """True when `host` is an IPv4 or (possibly bracketed) IPv6 address."""
+    try:
+        ipaddress.ip_address(normalize_host(host))
+    except ValueError:
+        return False
+    return True
+
+
+def host_port(sockaddr: object) -> HostPort:
+    """(host, port) of an asyncio socket address (IPv6 4-tuples included)."""
+    if isinstance(sockaddr, tuple) and len(sockaddr) >= 2:
+        return normalize_host(str(sockaddr[0])), int(sockaddr[1])
+    raise TransportError(f"unsupported socket address {sockaddr!r}")
+
+
+def format_host_port(addr: HostPort) -> str:
+    """`host:port`, IPv6 hosts in brackets."""
+    host, port = addr
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def parse_host_port(text: str) -> HostPort:
+    """Inverse of `format_host_port`; raises ValueError."""
+    host, colon, port = text.rpartition(":")
+    if not colon or not host or not port.isdigit():
+        raise ValueError(f"bad host:port {text!r}")
+    return normalize_host(host), int(port)
+
+
+def udp_flow(local: HostPort, remote: HostPort) -> Flow:
+    """The virtual UDP flow between one of our sockets and a remote address."""
+    flow_id = f"udp:{format_host_port(local)}>{format_host_port(remote)}"
+    return Flow(flow_id, "udp", local, remote)
+
+
+def parse_udp_flow_id(flow_id: str) -> Flow | None:
+    """Rebuild a UDP flow from its id, or None when `flow_id` is not one."""
+    if not flow_id.startswith("udp:"):
+        return None
+    local_text, sep, remote_text = flow_id[4:].partition(">")
+    if not sep:
+        return None
+    try:
+        return udp_flow(parse_host_port(local_text), parse_host_port(remote_text))
+    except ValueError:
+        return None
+
+
+class HasFlow(Protocol):
+    """What the table stores: anything that knows its flow."""
+
+    @property
+    def flow(self) -> Flow: ...
+
+
+C = TypeVar("C", bound=HasFlow)
+
+
+class FlowTable(Generic[C]):
+    """Open connections by flow id and by remote address (for connection reuse, RFC 5923)."""
+
+    __slots__ = ("_by_id", "_by_remote")
+
+    def __init__(self) -> None:
+        self._by_id: dict[str, C] = {}
+        self._by_remote: dict[tuple[str, HostPort], dict[str, C]] = {}
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def __iter__(self) -> Iterator[C]:
+        return iter(list(self._by_id.values()))
+
+    def add(self, conn: C) -> None:
+        """Register an open connection."""
+        flow = conn.flow
+        self._by_id[flow.id] = conn
+        self._by_remote.setdefault((flow.transport, flow.remote), {})[flow.id] = conn
+
+    def remove(self, flow_id: str) -> C | None:
+        """Forget a connection; return it, or None when it was not registered."""
+        conn = self._by_id.pop(flow_id, None)
+        if conn is not None:
+            key = (conn.flow.transport, conn.flow.remote)
+            bucket = self._by_remote.get(key)
+            if bucket is not None:
+                bucket.pop(flow_id, None)
+                if not bucket:
+                    del self._by_remote[key]
+        return conn
+
+    def get(self, flow_id: str) -> C | None:
+        """The connection of `flow_id`, or None."""
+        return self._by_id.get(flow_id)
+
+    def by_remote(self, transport: str, remote: HostPort) -> C | None:
+        """The most recently opened connection to `remote`, or None."""
+        bucket = self._by_remote.get((transport, (normalize_host(remote[0]), remote[1])))
+        if not bucket:
+            return None
+        return next(reversed(bucket.values()))
+
+
+@dataclass(slots=True)
+class Counters:
+    """Mutable counters behind `TransportStats`."""
+
+    messages_in: int = 0
+    messages_out: int = 0
+    bad_messages: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    connections_accepted: int = 0
+    connections_opened: int = 0
+    connections_refused: int = 0
+    connect_failures: int = 0
+    keepalive_pings_sent: int = 0
+    keepalive_pings_received: int = 0
+    keepalive_pongs_sent: int = 0
+    keepalive_pongs_received: int = 0
+    keepalive_timeouts: int = 0
