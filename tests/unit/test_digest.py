@@ -473,6 +473,11 @@ def test_parse_is_lenient_about_case_whitespace_and_quoting_style() -> None:
     assert creds.qop == "auth" and creds.nc == 10 and creds.response == "ab" * 16
 
 
+def test_quoted_values_keep_inner_whitespace_and_unescape_pairs() -> None:
+    chal = Challenge.parse(r'Digest realm=" r\\x\y ", nonce="\"n\""')
+    assert chal.realm == " r\\xy " and chal.nonce == '"n"'
+
+
 def test_missing_algorithm_means_md5() -> None:
     assert Challenge.parse('Digest realm="r", nonce="n"').algorithm == "MD5"
 
@@ -576,54 +581,30 @@ def test_arbitrary_latin1_bytes_only_raise_sip_parse_error(raw: bytes) -> None:
     _parse_both("Digest " + raw.decode("latin-1"))
 
 
-_NAMES = st.sampled_from(
-    [
-        "realm",
-        "nonce",
-        "username",
-        "uri",
-        "response",
-        "algorithm",
-        "qop",
-        "nc",
-        "cnonce",
-        "opaque",
-        "stale",
-        "domain",
-        "Realm",
-        "NC",
-        "x",
-    ]
-)
-_VALUES = st.one_of(
-    st.sampled_from(
-        [
-            "MD5",
-            "sha-256",
-            "MD5-sess",
-            "auth",
-            "auth,auth-int",
-            "true",
-            "00000001",
-            "0" * 32,
-            "a" * 64,
-            "",
-        ]
-    ),
-    st.text(max_size=20),
-)
+_EXTRA_NAMES = ["algorithm", "qop", "nc", "cnonce", "opaque", "stale", "domain", "NC", "x"]
+_TOKENS = ["MD5", "sha-256", "MD5-sess", "auth", "auth,auth-int", "true", "00000001", ""]
 
 
 @st.composite
 def _header_like(draw: st.DrawFn) -> str:
-    params = draw(st.lists(st.tuples(_NAMES, _VALUES, st.booleans()), max_size=12))
+    """Mostly well-formed Digest headers with random values, quoting and extra parameters."""
+    printable = st.characters(exclude_categories=("Cc", "Cs"))
+    text = st.one_of(st.text(printable, max_size=12), st.text(max_size=12))
+    if draw(st.booleans()):
+        params = [("realm", draw(text)), ("nonce", draw(text))]
+    else:
+        response = draw(st.sampled_from(["0" * 32, "0" * 32, "A" * 64, "0"]))
+        params = [(name, draw(text)) for name in ("username", "realm", "nonce", "uri")]
+        params.append(("response", response))
+    for _ in range(draw(st.integers(0, 3))):
+        value = draw(st.one_of(st.sampled_from(_TOKENS), text))
+        params.append((draw(st.sampled_from(_EXTRA_NAMES)), value))
     parts = []
-    for name, val, quoted in params:
-        if quoted:
-            val = '"' + val.replace("\\", "\\\\").replace('"', '\\"') + '"'
-        parts.append(f"{name}={val}")
-    sep = draw(st.sampled_from([", ", ",", " , ", " "]))
-    return "Digest " + sep.join(parts)
+    for name, value in draw(st.permutations(params)):
+        if draw(st.integers(0, 7)):  # usually quoted
+            value = '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        parts.append(f"{name}={value}")
+    return "Digest " + draw(st.sampled_from([", ", ",", " , ", ",, "])).join(parts)
 
 
 @settings(max_examples=2000)

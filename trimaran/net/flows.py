@@ -9,9 +9,8 @@ id encodes both ends, so they can be rebuilt from the id alone.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Generic, Protocol, TypeVar
+from typing import Generic, TypeVar
 
 HostPort = tuple[str, int]
 
@@ -124,14 +123,7 @@ def parse_udp_flow_id(flow_id: str) -> Flow | None:
         return None
 
 
-class HasFlow(Protocol):
-    """What the table stores: anything that knows its flow."""
-
-    @property
-    def flow(self) -> Flow: ...
-
-
-C = TypeVar("C", bound=HasFlow)
+C = TypeVar("C")
 
 
 class FlowTable(Generic[C]):
@@ -140,36 +132,44 @@ class FlowTable(Generic[C]):
     __slots__ = ("_by_id", "_by_remote")
 
     def __init__(self) -> None:
-        self._by_id: dict[str, C] = {}
+        self._by_id: dict[str, tuple[Flow, C]] = {}
         self._by_remote: dict[tuple[str, HostPort], dict[str, C]] = {}
 
     def __len__(self) -> int:
         return len(self._by_id)
 
-    def __iter__(self) -> Iterator[C]:
-        return iter(list(self._by_id.values()))
+    def connections(self) -> list[C]:
+        """Every open connection (a copy: safe to close them while iterating)."""
+        return [conn for _, conn in self._by_id.values()]
 
-    def add(self, conn: C) -> None:
-        """Register an open connection."""
-        flow = conn.flow
-        self._by_id[flow.id] = conn
+    def add(self, flow: Flow, conn: C) -> None:
+        """Register the open connection `conn` carrying `flow`."""
+        self._by_id[flow.id] = (flow, conn)
         self._by_remote.setdefault((flow.transport, flow.remote), {})[flow.id] = conn
 
     def remove(self, flow_id: str) -> C | None:
         """Forget a connection; return it, or None when it was not registered."""
-        conn = self._by_id.pop(flow_id, None)
-        if conn is not None:
-            key = (conn.flow.transport, conn.flow.remote)
-            bucket = self._by_remote.get(key)
-            if bucket is not None:
-                bucket.pop(flow_id, None)
-                if not bucket:
-                    del self._by_remote[key]
+        entry = self._by_id.pop(flow_id, None)
+        if entry is None:
+            return None
+        flow, conn = entry
+        key = (flow.transport, flow.remote)
+        bucket = self._by_remote.get(key)
+        if bucket is not None:
+            bucket.pop(flow_id, None)
+            if not bucket:
+                del self._by_remote[key]
         return conn
 
     def get(self, flow_id: str) -> C | None:
         """The connection of `flow_id`, or None."""
-        return self._by_id.get(flow_id)
+        entry = self._by_id.get(flow_id)
+        return entry[1] if entry is not None else None
+
+    def flow(self, flow_id: str) -> Flow | None:
+        """The flow of `flow_id` while it is registered, or None."""
+        entry = self._by_id.get(flow_id)
+        return entry[0] if entry is not None else None
 
     def by_remote(self, transport: str, remote: HostPort) -> C | None:
         """The most recently opened connection to `remote`, or None."""

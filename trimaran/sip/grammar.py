@@ -18,11 +18,23 @@ TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
 _TOKEN_FULL = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+\Z")
 # Characters allowed unquoted in a generic-param value (token / host / quoted-string).
 _PARAM_VALUE_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~:\[\]]+\Z")
+# RFC 3986 §3.1: scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." )
+_SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*\Z")
 
 
 def is_token(text: str) -> bool:
     """True when `text` is a non-empty RFC 3261 token."""
     return _TOKEN_FULL.match(text) is not None
+
+
+def is_digits(text: str) -> bool:
+    """True when `text` is 1*DIGIT in the ASCII sense (§25.1 DIGIT is %x30-39 only)."""
+    return text.isascii() and text.isdigit()
+
+
+def is_scheme(text: str) -> bool:
+    """True when `text` is syntactically a URI scheme (RFC 3986 §3.1)."""
+    return _SCHEME_RE.match(text) is not None
 
 
 def split_outside_quotes(text: str, sep: str) -> list[str]:

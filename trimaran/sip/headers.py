@@ -8,6 +8,7 @@ so `get_all("Via")` is the list of Via values in order.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
@@ -18,6 +19,7 @@ from trimaran.sip.grammar import (
     format_params,
     get_param,
     has_param,
+    is_digits,
     is_token,
     parse_params,
     quote,
@@ -55,6 +57,8 @@ LIST_HEADERS = frozenset({
     "call-info", "error-info", "allow-events", "path", "service-route", "reply-to",
 })
 _NAME_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+\Z")
+_SWS_COLON = re.compile(r"[ \t]*:[ \t]*")
+_LWS = re.compile(r"[ \t]+")
 
 
 def canonical_name(name: str) -> str:
@@ -194,18 +198,22 @@ class NameAddr:
                     if not all(is_token(w) for w in words):
                         raise SipParseError(f"bad display name {display[:60]!r}")
                     display_name = " ".join(words)
-            uri = URI.parse(text[lt + 1 : gt].strip())
+            # §25.1 LAQUOT addr-spec RAQUOT: no whitespace inside the brackets
+            # (RFC 4475 §3.1.2.13 badaspec; we reject rather than guess).
+            uri = _header_uri(text[lt + 1 : gt])
             params = parse_params(text[gt + 1 :]) if text[gt + 1 :].strip() else ()
             if text[gt + 1 :].strip() and not text[gt + 1 :].strip().startswith(";"):
                 raise SipParseError(f"junk after address {text[:80]!r}")
             return cls(uri, display_name, params, True)
         # addr-spec: parameters after ';' belong to the header, not the URI (§20.10);
         # a URI with ';', ',' or '?' must use the name-addr form.
+        # SEMI = SWS ";" SWS, so whitespace may precede the first ';' (RFC 4475 §3.1.1.1).
         uri_text, semi, param_text = text.partition(";")
+        uri_text = uri_text.rstrip(" \t")
         if "?" in uri_text or " " in uri_text:
             raise SipParseError(f"bad addr-spec {text[:80]!r}")
         params = parse_params(param_text) if semi else ()
-        return cls(URI.parse(uri_text), None, params, False)
+        return cls(_header_uri(uri_text), None, params, False)
 
     def __str__(self) -> str:
         uri = str(self.uri)
@@ -234,6 +242,20 @@ class NameAddr:
     def tag(self) -> str | None:
         """The `tag` parameter (From/To, §19.3)."""
         return self.param("tag")
+
+
+def _header_uri(text: str) -> URI:
+    """A URI inside a header field; an unsupported scheme is a plain 400 here.
+
+    416 is only for the Request-URI (§21.4.15); a registrar answers 400 to a
+    non-SIP To (RFC 4475 §3.3.4 unksm2), and the model has no generic URIs.
+    """
+    try:
+        return URI.parse(text)
+    except SipParseError as exc:
+        if exc.status_hint == 416:
+            raise SipParseError(exc.reason) from None
+        raise
 
 
 def _find_unquoted(text: str, ch: str) -> int:
@@ -281,8 +303,10 @@ class Via:
         if not is_token(transport):
             raise SipParseError(f"bad Via transport {transport[:20]!r}")
         sent_by, semi, param_text = parts[1].partition(";")
-        host, port = split_host_port(sent_by.strip())
+        # sent-by = host [ COLON port ] with COLON = SWS ":" SWS (§25.1)
+        host, port = split_host_port(_SWS_COLON.sub(":", sent_by.strip()))
         params = parse_params(param_text) if semi else ()
+        _check_via_params(params)
         protocol = f"{proto.strip().upper()}/{version.strip()}"
         return cls(transport.upper(), host, port, params, protocol)
 
@@ -312,12 +336,37 @@ class Via:
     def rport(self) -> int | None:
         """The filled-in `rport` value (RFC 3581 §4), None when absent or empty."""
         value = self.param("rport")
-        return int(value) if value and value.isdigit() else None
+        return int(value) if value else None  # checked by `parse`
 
     @property
     def wants_rport(self) -> bool:
         """True when the client asked for symmetric response routing (RFC 3581 §3)."""
         return has_param(self.params, "rport")
+
+
+def _check_via_params(params: Params) -> None:
+    """Check the Via parameters with a defined syntax (§20.42, §25.1; RFC 3581 §6)."""
+    for name, value in params:
+        if name == "rport":
+            # response-port = "rport" [EQUAL 1*DIGIT]
+            if value is not None and not (is_digits(value) and len(value) <= 5
+                                          and 0 < int(value) < 65536):
+                raise SipParseError(f"bad Via rport {value[:20]!r}")
+        elif name == "ttl":
+            # via-ttl = "ttl" EQUAL ttl; ttl = 1*3DIGIT ; 0 to 255
+            if value is None or not is_digits(value) or len(value) > 3 or int(value) > 255:
+                raise SipParseError("bad Via ttl")
+        elif name == "received":
+            # via-received = "received" EQUAL (IPv4address / IPv6address)
+            if value is None:
+                raise SipParseError("Via received without a value")
+            address = value[1:-1] if value.startswith("[") and value.endswith("]") else value
+            try:
+                ipaddress.ip_address(address)
+            except ValueError:
+                raise SipParseError(f"bad Via received {value[:60]!r}") from None
+        elif name == "branch" and value is None:
+            raise SipParseError("Via branch without a value")
 
 
 @dataclass(frozen=True, slots=True)
@@ -330,8 +379,8 @@ class CSeq:
     @classmethod
     def parse(cls, text: str) -> CSeq:
         """Parse `314159 INVITE`; the number must fit in 32 bits (§8.1.1.5)."""
-        parts = text.split()
-        if len(parts) != 2 or not parts[0].isdigit() or len(parts[0]) > 10:
+        parts = _LWS.split(text.strip(" \t"))
+        if len(parts) != 2 or not is_digits(parts[0]) or len(parts[0]) > 10:
             raise SipParseError(f"bad CSeq {text[:40]!r}")
         seq = int(parts[0])
         if seq >= 2**32 or not is_token(parts[1]):

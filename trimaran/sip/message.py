@@ -9,11 +9,16 @@ coming off the wire have already proven their mandatory headers are sound.
 from __future__ import annotations
 
 from trimaran.sip.errors import SipParseError
-from trimaran.sip.grammar import is_token
+from trimaran.sip.grammar import is_digits, is_token
 from trimaran.sip.headers import CSeq, Headers, NameAddr, Via, split_list_value
 from trimaran.sip.uri import URI
 
 SIP_VERSION = "SIP/2.0"
+
+# §7.3.1: only headers whose grammar is a comma-separated list may appear more than once;
+# these single-valued ones must not (RFC 4475 §3.3.8 multi01).
+SINGLE_VALUED = ("Call-ID", "CSeq", "From", "To", "Max-Forwards", "Content-Length",
+                 "Content-Type", "Expires")
 
 REASONS = {
     100: "Trying", 180: "Ringing", 181: "Call Is Being Forwarded", 182: "Queued",
@@ -145,16 +150,19 @@ class Message:
         value = self.headers.get(name)
         if value is None:
             return None
-        value = value.strip()
-        if not value.isdigit() or len(value) > 10 or int(value) > maximum:
+        value = value.strip(" \t")
+        if not is_digits(value) or len(value) > 10 or int(value) > maximum:
             raise SipParseError(f"bad {name} value {value[:20]!r}")
         return int(value)
 
     # -- checks and serialisation -----------------------------------------
     def validate(self) -> None:
         """Raise `SipParseError` unless the mandatory headers are present and sound (§8.1.1)."""
-        self.call_id  # noqa: B018
-        if not self.call_id.strip() or " " in self.call_id.strip():
+        for name in SINGLE_VALUED:
+            if len(self.headers.get_all(name)) > 1:
+                raise SipParseError(f"several {name} headers")
+        call_id = self.call_id.strip(" \t")
+        if not call_id or any(c.isspace() for c in call_id):  # §25.1 callid = word ["@" word]
             raise SipParseError("bad Call-ID")
         self.cseq  # noqa: B018
         self.from_  # noqa: B018
@@ -164,8 +172,8 @@ class Message:
         self.max_forwards  # noqa: B018
         self.expires  # noqa: B018
         self.contacts  # noqa: B018
-        if len(self.headers.get_all("Content-Length")) > 1:
-            raise SipParseError("several Content-Length headers")
+        if self.is_star_contact and len(self.headers.get_all("Contact")) > 1:
+            raise SipParseError("Contact '*' mixed with addresses")  # §20.10 grammar
 
     def start_line(self) -> str:
         """The request line or status line."""

@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass
 
 from trimaran.sip.errors import SipParseError
-from trimaran.sip.grammar import is_token
+from trimaran.sip.grammar import is_digits, is_token
 from trimaran.sip.headers import (
     Headers,
     canonical_name,
@@ -44,9 +44,12 @@ class Limits:
 
 DEFAULT_LIMITS = Limits()
 
-_STATUS_RE = re.compile(r"SIP/(\d+\.\d+) (\d{3}) ?(.*)\Z", re.IGNORECASE)
+# §7.2 Status-Line = SIP-Version SP Status-Code SP Reason-Phrase; the SP before an
+# empty reason is tolerated missing (RFC 4475 §3.1.1.13) but a 4+ digit code is not.
+_STATUS_RE = re.compile(r"SIP/(\d+\.\d+) (\d{3})(?: (.*))?\Z", re.IGNORECASE | re.ASCII)
 _HEAD_END = re.compile(rb"\r?\n\r?\n")
 _LINE_SPLIT = re.compile(r"\r?\n")
+_LINE_SPLIT_BYTES = re.compile(rb"\r?\n")
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,16 +80,27 @@ def parse_message(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Message:
         raise SipParseError("no blank line after the headers")
     message = _parse_head(data[: match.start()], limits)
     body = data[match.end() :]
-    length = message.content_length
+    length = _content_length(message.headers.get("Content-Length"), limits)
     if length is not None:
-        if length > limits.max_body_size:
-            raise SipParseError("body too large", 413)
         if len(body) < length:
             raise SipParseError("body shorter than Content-Length")
         body = body[:length]  # §18.3: extra bytes in a datagram are discarded
     message.body = body
     message.validate()
     return message
+
+
+def _content_length(value: str | None, limits: Limits) -> int | None:
+    """The Content-Length value; 413 beyond `max_body_size` however many digits it has."""
+    if value is None:
+        return None
+    value = value.strip(" \t")
+    if not is_digits(value):
+        raise SipParseError(f"bad Content-Length value {value[:20]!r}")  # RFC 4475 §3.1.2.3
+    digits = value.lstrip("0") or "0"
+    if len(digits) > len(str(limits.max_body_size)) or int(digits) > limits.max_body_size:
+        raise SipParseError("body too large", 413)
+    return int(digits)
 
 
 def _decode(data: bytes) -> str:
@@ -136,9 +150,9 @@ def _parse_head(head: bytes, limits: Limits) -> Message:
 
 
 def _parse_start_line(line: str, limits: Limits) -> Message:
-    if len(line) > limits.max_line_length + limits.max_uri_length:
-        raise SipParseError("start line too long")
     if line[:4].upper() == "SIP/":
+        if len(line) > limits.max_line_length:
+            raise SipParseError("status line too long")
         match = _STATUS_RE.match(line)
         if match is None:
             raise SipParseError(f"bad status line {line[:60]!r}")
@@ -147,20 +161,28 @@ def _parse_start_line(line: str, limits: Limits) -> Message:
         status = int(match.group(2))
         if not 100 <= status <= 699:
             raise SipParseError(f"bad status code {status}")
-        return Response(status, match.group(3), Headers())
+        return Response(status, match.group(3) or "", Headers())
+    # §7.1 Request-Line = Method SP Request-URI SP SIP-Version: exactly single spaces;
+    # extra or trailing whitespace is rejected (RFC 4475 §3.1.2.7-9 allow either choice).
     parts = line.split(" ")
     if len(parts) != 3:
         raise SipParseError(f"bad request line {line[:60]!r}")
     method, uri_text, version = parts
+    if len(uri_text) > limits.max_uri_length:
+        raise SipParseError("Request-URI too long", 414)
+    if len(method) + len(version) > limits.max_line_length:
+        raise SipParseError("request line too long")
     if not is_token(method):
         raise SipParseError(f"bad method {method[:20]!r}")
     if version.upper() != SIP_VERSION:
         if version.upper().startswith("SIP/"):
             raise SipParseError("unsupported SIP version", 505)
         raise SipParseError(f"bad request line {line[:60]!r}")
-    if len(uri_text) > limits.max_uri_length:
-        raise SipParseError("Request-URI too long", 414)
-    return Request(method, URI.parse(uri_text), Headers())
+    uri = URI.parse(uri_text)
+    if uri.headers:
+        # §19.1.1 Table 1: headers are not allowed in a Request-URI (RFC 4475 §3.1.2.10).
+        raise SipParseError("Request-URI contains headers")
+    return Request(method, uri, Headers())
 
 
 class StreamParser:
@@ -174,6 +196,7 @@ class StreamParser:
         self._limits = limits
         self._buffer = bytearray()
         self._expect_ping = expect_ping
+        self._scan_from = 0  # the blank line cannot start before this offset
 
     @property
     def buffered(self) -> int:
@@ -196,15 +219,14 @@ class StreamParser:
         if buf[:1] == b"\r" or buf[:1] == b"\n":
             return self._keepalive()
         limits = self._limits
-        match = _HEAD_END.search(buf)
+        match = _HEAD_END.search(buf, self._scan_from)
         if match is None:
             if len(buf) > limits.max_message_size:
                 raise SipParseError("message head too large", 513)
+            self._scan_from = max(0, len(buf) - 3)  # keeps byte-wise feeding linear
             return None
         head = bytes(buf[: match.start()])
-        length = _stream_content_length(head)
-        if length > limits.max_body_size:
-            raise SipParseError("body too large", 413)
+        length = _stream_content_length(head, limits)
         end = match.end() + length
         if end > limits.max_message_size:
             raise SipParseError("message too large", 513)
@@ -212,6 +234,7 @@ class StreamParser:
             return None
         body = bytes(buf[match.end() : end])
         del buf[:end]
+        self._scan_from = 0
         try:
             message = _parse_head(head, limits)
             message.body = body
@@ -222,6 +245,7 @@ class StreamParser:
 
     def _keepalive(self) -> Frame | None:
         buf = self._buffer
+        self._scan_from = 0
         if buf.startswith(b"\r\n\r\n"):
             del buf[:4]
             return KeepAlive("ping")
@@ -236,21 +260,26 @@ class StreamParser:
         return KeepAlive("pong")
 
 
-def _stream_content_length(head: bytes) -> int:
-    """Content-Length of a stream message; it is mandatory on streams (§18.3, §20.14)."""
+def _stream_content_length(head: bytes, limits: Limits) -> int:
+    """Content-Length of a stream message; it is mandatory on streams (§18.3, §20.14).
+
+    Header lines are found as `_parse_head` finds them: the start line is skipped
+    and folded continuation lines (§7.3.1) are joined to their header.
+    """
+    fields: list[bytes] = []
+    for line in _LINE_SPLIT_BYTES.split(head)[1:]:
+        if line[:1] in (b" ", b"\t") and fields:
+            fields[-1] += b" " + line.strip(b" \t")
+        else:
+            fields.append(line)
     found: int | None = None
-    for line in head.split(b"\n"):
-        name, colon, value = line.partition(b":")
-        if not colon:
-            continue
-        name = name.strip().lower()
-        if name in (b"content-length", b"l"):
-            text = value.strip()
-            if not text.isdigit() or len(text) > 10:
-                raise SipParseError("bad Content-Length")
-            if found is not None and found != int(text):
+    for field in fields:
+        name, colon, value = field.partition(b":")
+        if colon and name.rstrip(b" \t").lower() in (b"content-length", b"l"):
+            length = _content_length(value.decode("ascii", "replace"), limits)
+            if length is None or (found is not None and found != length):
                 raise SipParseError("conflicting Content-Length headers")
-            found = int(text)
+            found = length
     if found is None:
         raise SipParseError("Content-Length is required on stream transports")
     return found
@@ -263,13 +292,21 @@ def error_response(raw: bytes, error: SipParseError) -> Response | None:
     Call-ID and CSeq can be read; the reason phrase names the problem.
     """
     try:
-        text = raw.split(b"\r\n\r\n", 1)[0].decode("utf-8", "replace")
+        raw = raw.lstrip(b"\r\n")
+        match = _HEAD_END.search(raw)
+        text = (raw[: match.start()] if match else raw).decode("utf-8", "replace")
         lines = _LINE_SPLIT.split(text)
         first = lines[0].split(" ")
-        if len(first) != 3 or first[0].upper().startswith("SIP/") or first[0] == "ACK":
-            return None
-        headers = Headers()
+        if len(first) != 3 or not is_token(first[0]) or first[0] == "ACK":
+            return None  # a response, an ACK (§17.2.1) or not a request line at all
+        fields: list[str] = []
         for line in lines[1:]:
+            if line[:1] in (" ", "\t") and fields:  # §7.3.1 folding
+                fields[-1] += " " + line.strip(" \t")
+            else:
+                fields.append(line)
+        headers = Headers()
+        for line in fields:
             name, colon, value = line.partition(":")
             if not colon:
                 continue

@@ -17,6 +17,8 @@ from trimaran.sip.grammar import (
     format_params,
     get_param,
     has_param,
+    is_digits,
+    is_scheme,
     parse_params,
     remove_param,
     set_param,
@@ -70,7 +72,7 @@ def split_host_port(text: str) -> tuple[str, int | None]:
         port_text = port_text_ if colon else None
     port: int | None = None
     if port_text is not None:
-        if not port_text.isdigit() or len(port_text) > 5:
+        if not is_digits(port_text) or len(port_text) > 5:
             raise SipParseError(f"bad port {port_text[:20]!r}")
         port = int(port_text)
         if not 0 < port < 65536:
@@ -92,12 +94,18 @@ class URI:
 
     @classmethod
     def parse(cls, text: str) -> URI:
-        """Parse the textual URI; raise `SipParseError` (414 when too long, else 400)."""
+        """Parse the textual URI; raise `SipParseError`.
+
+        The status hint is 414 when too long, 416 for a well-formed URI whose scheme
+        is not sip, sips or tel (§8.2.2.1), else 400.
+        """
         if len(text) > MAX_URI_LENGTH:
             raise SipParseError("URI too long", 414)
         scheme, colon, rest = text.partition(":")
+        if not colon or not is_scheme(scheme):
+            raise SipParseError(f"not a URI: {text[:60]!r}")
         scheme = scheme.lower()
-        if not colon or scheme not in _SCHEMES:
+        if scheme not in _SCHEMES:
             raise SipParseError(f"unsupported URI scheme in {text[:60]!r}", 416)
         if any(c in rest for c in " \t\r\n<>\""):
             raise SipParseError(f"illegal character in URI {text[:60]!r}")
@@ -105,9 +113,9 @@ class URI:
             return cls._parse_tel(rest)
         user: str | None = None
         password: str | None = None
+        # '@' may not appear unescaped in user, password, host or params (§25.1), so the
+        # first one ends the userinfo even when the user part holds '?' (RFC 4475 §3.1.1.2).
         at = rest.find("@")
-        if at >= 0 and "?" in rest[:at]:
-            at = -1  # the '@' belongs to the headers part
         userinfo, hostport_params = (rest[:at], rest[at + 1 :]) if at >= 0 else ("", rest)
         hostport_params, qmark, header_text = hostport_params.partition("?")
         if at >= 0:

@@ -1,0 +1,430 @@
+"""The transport layer (RFC 3261 §18): bytes in -> sip -> bytes out, over UDP and TCP.
+
+`TransportLayer` owns the listening sockets and the TCP connections (the flow
+table). Every parsed message is handed to `on_message(message, flow)`; requests
+first get their top Via stamped with `received`/`rport` (§18.2.1, RFC 3581).
+Sending goes to an `Address` (connections are reused) or back over a `Flow`;
+`send_response` routes a response the way §18.2.2 and RFC 3581 §4 say.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+from trimaran.net.flows import (
+    Address,
+    ConnectError,
+    Counters,
+    Flow,
+    FlowClosedError,
+    FlowTable,
+    HostPort,
+    MessageTooLargeError,
+    NotListeningError,
+    TransportError,
+    host_port,
+    is_ip_literal,
+    normalize_host,
+    parse_udp_flow_id,
+)
+from trimaran.net.tcp import CLOSED_LOCALLY, SHUTDOWN, TcpConnection
+from trimaran.net.udp import UdpEndpoint
+from trimaran.sip.errors import SipParseError
+from trimaran.sip.headers import Via
+from trimaran.sip.message import Message, Request, Response
+from trimaran.sip.parser import DEFAULT_LIMITS, Limits
+
+__all__ = [
+    "DEFAULT_CONFIG",
+    "Address",
+    "ConnectError",
+    "Flow",
+    "FlowClosedError",
+    "MessageHandler",
+    "MessageTooLargeError",
+    "NotListeningError",
+    "TransportConfig",
+    "TransportError",
+    "TransportLayer",
+    "TransportStats",
+    "stamp_via",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_SIP_PORT = 5060
+
+MessageHandler = Callable[[Message, Flow], None]
+FlowClosedHandler = Callable[[Flow, str], None]
+
+
+@dataclass(frozen=True, slots=True)
+class TransportConfig:
+    """Tunables of the transport layer; all durations in seconds."""
+
+    limits: Limits = DEFAULT_LIMITS
+    tcp_idle_timeout: float = 600.0  # close TCP connections with no bytes either way this long
+    keepalive_interval: float | None = None  # CRLFCRLF pings on connections we opened
+    keepalive_timeout: float = 10.0  # a ping unanswered this long closes the flow
+    max_connections: int = 10_000
+    connect_timeout: float = 5.0
+    write_buffer_limit: int = 4 * 1024 * 1024  # unsent bytes per connection before closing it
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.limits, Limits):
+            raise ValueError(f"limits must be a Limits, got {self.limits!r}")
+        for name in ("tcp_idle_timeout", "keepalive_timeout", "connect_timeout"):
+            _check_positive(name, getattr(self, name))
+        if self.keepalive_interval is not None:
+            _check_positive("keepalive_interval", self.keepalive_interval)
+        for name in ("max_connections", "write_buffer_limit"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _check_positive(name: str, value: object) -> None:
+    if (isinstance(value, bool) or not isinstance(value, int | float)
+            or not math.isfinite(value) or value <= 0):
+        raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+
+
+DEFAULT_CONFIG = TransportConfig()
+
+
+@dataclass(frozen=True, slots=True)
+class TransportStats:
+    """A snapshot of the transport counters."""
+
+    messages_in: int
+    messages_out: int
+    bad_messages: int
+    bytes_in: int
+    bytes_out: int
+    open_connections: int
+    connections_accepted: int
+    connections_opened: int
+    connections_refused: int
+    connect_failures: int
+    keepalive_pings_sent: int
+    keepalive_pings_received: int
+    keepalive_pongs_sent: int
+    keepalive_pongs_received: int
+    keepalive_timeouts: int
+
+
+def stamp_via(message: Message, source: HostPort) -> None:
+    """Add `received` (and fill a bare `rport`) to the top Via (§18.2.1, RFC 3581 §4)."""
+    raw = message.headers.get("Via")
+    if raw is None:
+        return
+    try:
+        via = Via.parse(raw)
+    except SipParseError:
+        return
+    host, port = source
+    stamped = via
+    if via.wants_rport and via.rport is None:
+        stamped = via.with_param("rport", str(port)).with_param("received", host)
+    elif normalize_host(via.host) != host:
+        stamped = via.with_param("received", host)
+    if stamped is not via:
+        message.headers.pop_first("Via")
+        message.headers.add("Via", str(stamped), first=True)
+
+
+class TransportLayer:
+    """UDP and TCP listeners, the connection table, keepalives and response routing."""
+
+    def __init__(self, on_message: MessageHandler, config: TransportConfig = DEFAULT_CONFIG, *,
+                 on_flow_closed: FlowClosedHandler | None = None) -> None:
+        self._on_message = on_message
+        self._config = config
+        self._on_flow_closed = on_flow_closed
+        self._counters = Counters()
+        self._table: FlowTable[TcpConnection] = FlowTable()
+        self._udp: dict[HostPort, UdpEndpoint] = {}
+        self._servers: list[tuple[HostPort, asyncio.Server]] = []
+        self._connecting: dict[HostPort, asyncio.Task[TcpConnection]] = {}
+        self._next_tcp_id = 0
+        self._closing = False
+        self._shutdown: asyncio.Task[None] | None = None
+
+    @property
+    def config(self) -> TransportConfig:
+        """The configuration in use."""
+        return self._config
+
+    # -- listening --------------------------------------------------------
+    async def listen_udp(self, host: str, port: int = 0) -> tuple[str, int]:
+        """Bind a UDP socket; return the bound address."""
+        self._check_running()
+        loop = asyncio.get_running_loop()
+        try:
+            _, endpoint = await loop.create_datagram_endpoint(
+                lambda: UdpEndpoint(self.deliver, self._config.limits, self._counters),
+                local_addr=(normalize_host(host), port))
+        except OSError as exc:
+            raise TransportError(f"cannot listen on udp {host}:{port}: {exc}") from exc
+        self._udp[endpoint.local] = endpoint
+        return endpoint.local
+
+    async def listen_tcp(self, host: str, port: int = 0) -> tuple[str, int]:
+        """Listen for TCP connections; return the bound address."""
+        self._check_running()
+        loop = asyncio.get_running_loop()
+        try:
+            server = await loop.create_server(
+                lambda: TcpConnection(self, self._config, self._counters, outbound=False),
+                normalize_host(host), port)
+        except OSError as exc:
+            raise TransportError(f"cannot listen on tcp {host}:{port}: {exc}") from exc
+        local = host_port(server.sockets[0].getsockname())
+        self._servers.append((local, server))
+        logger.info("listening on tcp %s:%d", *local)
+        return local
+
+    def local_address(self, transport: str) -> tuple[str, int]:
+        """The (first) listening address of `transport`, for Via sent-by and Contact."""
+        kind = transport.lower()
+        if kind == "udp":
+            for local, endpoint in self._udp.items():
+                if endpoint.is_open:
+                    return local
+        elif kind == "tcp" and not self._closing:
+            for local, _ in self._servers:
+                return local
+        raise NotListeningError(f"not listening on {transport}")
+
+    # -- sending ----------------------------------------------------------
+    async def send(self, message: Message, target: Address | Flow) -> Flow:
+        """Send `message` to an address (reusing connections) or over a flow; return the flow."""
+        data = message.to_bytes()
+        flow = await self._send_bytes(data, target)
+        self._counters.messages_out += 1
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("sent %r over %s", message.start_line(), flow.id)
+        return flow
+
+    async def send_response(self, response: Response, flow: Flow | None) -> Flow:
+        """Send a response where §18.2.2 / RFC 3581 §4 say, given the request's flow."""
+        try:
+            via = response.top_via
+        except SipParseError as exc:
+            raise TransportError(f"cannot route response: {exc}") from exc
+        host = via.received or via.host
+        reliable = flow.reliable if flow is not None else via.transport != "UDP"
+        if reliable:
+            if flow is not None and self.is_open(flow):
+                return await self.send(response, flow)
+            # The connection is gone: open one to received (or sent-by) and the sent-by port.
+            kind = flow.transport if flow is not None else via.transport.lower()
+            return await self.send(response, Address(kind, host, via.port or DEFAULT_SIP_PORT))
+        port = via.rport or via.port or DEFAULT_SIP_PORT
+        if flow is None:
+            return await self.send(response, Address("udp", host, port))
+        endpoint = self._udp.get(flow.local)
+        if endpoint is None or not endpoint.is_open:
+            raise FlowClosedError(f"{flow.id}: udp socket is closed")
+        self._check_ip(host)
+        sent = endpoint.send(response.to_bytes(), (normalize_host(host), port))
+        self._counters.messages_out += 1
+        return sent
+
+    async def send_response_for(self, response: Response, request_flow: Flow | None) -> Flow:
+        """Alias of `send_response`."""
+        return await self.send_response(response, request_flow)
+
+    async def _send_bytes(self, data: bytes, target: Address | Flow) -> Flow:
+        self._check_running()
+        if isinstance(target, Flow):
+            if target.transport == "udp":
+                endpoint = self._udp.get(target.local)
+                if endpoint is None or not endpoint.is_open:
+                    raise FlowClosedError(f"{target.id}: udp socket is closed")
+                return endpoint.send(data, target.remote)
+            conn = self._table.get(target.id)
+            if conn is None or not conn.is_open:
+                raise FlowClosedError(f"{target.id} is closed")
+            conn.write(data)
+            return conn.flow
+        kind = target.transport.lower()
+        self._check_ip(target.host)
+        remote = (normalize_host(target.host), target.port)
+        if kind == "udp":
+            return self._udp_endpoint_for(remote[0]).send(data, remote)
+        if kind == "tcp":
+            conn = await self._tcp_connection(remote)
+            conn.write(data)
+            return conn.flow
+        raise TransportError(f"unsupported transport {target.transport!r}")
+
+    @staticmethod
+    def _check_ip(host: str) -> None:
+        if not is_ip_literal(host):
+            raise TransportError(f"{host!r} is not an IP address (resolve names first)")
+
+    def _udp_endpoint_for(self, host: str) -> UdpEndpoint:
+        want_v6 = ":" in host
+        for local, endpoint in self._udp.items():
+            if endpoint.is_open and (":" in local[0]) == want_v6:
+                return endpoint
+        raise NotListeningError(f"no udp socket to send to {host}")
+
+    async def _tcp_connection(self, remote: HostPort) -> TcpConnection:
+        conn = self._table.by_remote("tcp", remote)
+        if conn is not None and conn.is_open:
+            return conn
+        task = self._connecting.get(remote)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._connect(remote))
+            self._connecting[remote] = task
+            task.add_done_callback(lambda t: self._connect_done(remote, t))
+        # Concurrent senders share one connection attempt; one cancelled sender
+        # does not cancel it for the others.
+        return await asyncio.shield(task)
+
+    def _connect_done(self, remote: HostPort, task: asyncio.Task[TcpConnection]) -> None:
+        if self._connecting.get(remote) is task:
+            del self._connecting[remote]
+        if not task.cancelled():
+            task.exception()  # retrieved here: every waiter may have gone away
+
+    async def _connect(self, remote: HostPort) -> TcpConnection:
+        host, port = remote
+        loop = asyncio.get_running_loop()
+        timeout = self._config.connect_timeout
+        try:
+            async with asyncio.timeout(timeout):
+                _, conn = await loop.create_connection(
+                    lambda: TcpConnection(self, self._config, self._counters, outbound=True),
+                    host, port)
+        except TimeoutError:
+            self._counters.connect_failures += 1
+            raise ConnectError(f"connect to tcp {host}:{port} timed out after {timeout}s") from None
+        except OSError as exc:
+            self._counters.connect_failures += 1
+            raise ConnectError(f"connect to tcp {host}:{port} failed: {exc}") from exc
+        if not conn.is_open:
+            self._counters.connect_failures += 1
+            raise ConnectError(f"connect to tcp {host}:{port}: refused locally "
+                               f"({len(self._table)} connections open)")
+        return conn
+
+    # -- flows ------------------------------------------------------------
+    def flow(self, flow_id: str) -> Flow | None:
+        """The flow with this id while it is open, else None."""
+        if flow_id.startswith("udp:"):
+            flow = parse_udp_flow_id(flow_id)
+            return flow if flow is not None and self.is_open(flow) else None
+        conn = self._table.get(flow_id)
+        return conn.flow if conn is not None and conn.is_open else None
+
+    def is_open(self, flow: Flow) -> bool:
+        """True while messages can be sent over `flow`."""
+        if flow.transport == "udp":
+            endpoint = self._udp.get(flow.local)
+            return endpoint is not None and endpoint.is_open
+        conn = self._table.get(flow.id)
+        return conn is not None and conn.is_open
+
+    async def close_flow(self, flow: Flow, *, drain_timeout: float = 5.0) -> None:
+        """Close a TCP flow (queued bytes are flushed, up to `drain_timeout`); UDP: no-op."""
+        conn = self._table.get(flow.id)
+        if conn is None:
+            return
+        conn.close(CLOSED_LOCALLY)
+        await asyncio.wait([conn.done], timeout=drain_timeout)
+        if not conn.done.done():
+            conn.abort()
+
+    def statistics(self) -> TransportStats:
+        """A snapshot of the counters."""
+        return TransportStats(open_connections=len(self._table), **asdict(self._counters))
+
+    # -- shutdown ---------------------------------------------------------
+    async def close(self, drain_timeout: float = 5.0) -> None:
+        """Stop listening, flush queued writes (up to `drain_timeout`), close everything."""
+        if self._shutdown is None:
+            self._shutdown = asyncio.get_running_loop().create_task(self._close(drain_timeout))
+        await asyncio.shield(self._shutdown)
+
+    async def _close(self, drain_timeout: float) -> None:
+        self._closing = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(drain_timeout, 0.0)
+        for _, server in self._servers:
+            server.close()
+        for task in list(self._connecting.values()):
+            task.cancel()
+        conns = self._table.connections()
+        for conn in conns:
+            conn.close(SHUTDOWN)  # flushes what is queued, then closes
+        waiting = [conn.done for conn in conns]
+        if waiting:
+            await asyncio.wait(waiting, timeout=max(deadline - loop.time(), 0.0))
+        stuck = [conn for conn in conns if not conn.done.done()]
+        for conn in stuck:
+            conn.abort()
+        if stuck:
+            logger.info("shutdown: %d connections did not drain in %.1fs", len(stuck),
+                        drain_timeout)
+            await asyncio.wait([conn.done for conn in stuck], timeout=1.0)
+        for endpoint in self._udp.values():
+            endpoint.close()
+        udp_closed = [endpoint.closed for endpoint in self._udp.values()]
+        if udp_closed:
+            await asyncio.wait(udp_closed, timeout=max(deadline - loop.time(), 0.1))
+        for _, server in self._servers:
+            try:
+                async with asyncio.timeout(max(deadline - loop.time(), 0.1)):
+                    await server.wait_closed()
+            except TimeoutError:
+                logger.info("shutdown: tcp server did not close in time")
+        logger.info("transport closed")
+
+    def _check_running(self) -> None:
+        if self._closing:
+            raise TransportError("transport layer is shut down")
+
+    # -- callbacks from the protocols (internal) ----------------------------
+    def deliver(self, message: Message, flow: Flow) -> None:
+        """Stamp and hand one parsed message to the application."""
+        if self._closing:
+            return
+        if isinstance(message, Request):
+            stamp_via(message, flow.remote)
+        try:
+            self._on_message(message, flow)
+        except Exception:
+            logger.exception("message handler failed for a message from %s", flow.id)
+
+    def tcp_opened(self, conn: TcpConnection, local: HostPort, remote: HostPort) -> Flow | None:
+        """Admit and register a new TCP connection, or refuse it (None)."""
+        if self._closing or len(self._table) >= self._config.max_connections:
+            self._counters.connections_refused += 1
+            logger.info("refusing tcp connection %s %s:%d: %d connections open",
+                        "to" if conn.outbound else "from", *remote, len(self._table))
+            return None
+        self._next_tcp_id += 1
+        flow = Flow(f"tcp:{self._next_tcp_id}", "tcp", local, remote)
+        self._table.add(flow, conn)
+        if conn.outbound:
+            self._counters.connections_opened += 1
+        else:
+            self._counters.connections_accepted += 1
+        return flow
+
+    def tcp_closed(self, conn: TcpConnection, reason: str) -> None:
+        """Forget a closing TCP connection and report it."""
+        flow = conn.flow
+        self._table.remove(flow.id)
+        if self._on_flow_closed is not None:
+            try:
+                self._on_flow_closed(flow, reason)
+            except Exception:
+                logger.exception("flow-closed handler failed for %s", flow.id)
