@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, cast
 
 from trimaran.net.flows import Counters, Flow, FlowClosedError, HostPort, host_port
 from trimaran.sip.errors import SipParseError
@@ -97,7 +97,7 @@ class TcpConnection(asyncio.Protocol):
 
     # -- asyncio callbacks ------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        transport = cast(asyncio.Transport, transport)
         self._transport = transport
         local = host_port(transport.get_extra_info("sockname"))
         remote = host_port(transport.get_extra_info("peername"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from typing import cast
 
 from trimaran.net.flows import (
     MAX_DATAGRAM,
@@ -38,9 +39,9 @@ class UdpEndpoint(asyncio.DatagramProtocol):
 
     # -- asyncio callbacks ------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self._transport = transport
-        self.local = host_port(transport.get_extra_info("sockname"))
+        # (3.11's selector datagram transport does not subclass DatagramTransport)
+        self._transport = cast(asyncio.DatagramTransport, transport)
+        self.local = host_port(self._transport.get_extra_info("sockname"))
         logger.info("listening on udp %s:%d", *self.local)
 
     def connection_lost(self, exc: Exception | None) -> None:

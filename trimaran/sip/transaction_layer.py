@@ -158,8 +158,9 @@ class TransactionLayer:
         txn = cls(request, reliable=reliable, timers=self.timers, key=key, context=context)
         self._server[key] = txn
         self._created += 1
+        # The 100 Trying goes out before the TU sees the request (and perhaps answers it).
         events = self._after(txn, txn.begin(now))
-        return [RequestReceived(request, txn, context), *events]
+        return [*events, RequestReceived(request, txn, context)]
 
     def respond(self, transaction: ServerTransaction, response: Response,
                 now: float) -> list[LayerEvent]:
