@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.interop.sipp import SCENARIOS, free_port, run_sipp
+from trimaran.client.dialogs import CallFailed
 from trimaran.client.echo import EchoServer
 from trimaran.client.ua import UAConfig, UserAgent
 from trimaran.net.transport import Address
@@ -86,8 +87,8 @@ async def test_client_library_calls_a_sipp_uas(transport: str, tmp_path: Path) -
             try:
                 call = await ua.invite(f"sip:service@127.0.0.1:{port}", b"v=0\r\n")
                 break
-            except Exception as exc:  # noqa: BLE001 - retried until SIPp listens
-                if "503" not in str(exc) and "408" not in str(exc):
+            except CallFailed as exc:  # retried until SIPp listens
+                if exc.status not in (408, 503):
                     raise
                 await asyncio.sleep(0.1)
         assert call is not None, "SIPp UAS never answered"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import cast
 
 import pytest
 
@@ -177,12 +178,10 @@ async def test_traffic_defers_idle_timeout(make_layer: LayerFactory,
     client = await tcp_client(layer.local_address("tcp"))
     loop = asyncio.get_running_loop()
     until = loop.time() + 1.0
-    n = 0
-    while loop.time() < until:  # a ping every 0.1 s keeps it alive for 1 s (> 2 timeouts)
-        n += 1
+    while loop.time() < until:  # traffic every 0.1 s keeps it open for 1 s (> 2 timeouts)
         await client.write(b"\r\n\r\n")
-        await wait_for(lambda: layer.statistics().keepalive_pongs_sent >= n)
-        await asyncio.sleep(0.1)
+        assert await client.read_exactly(2) == b"\r\n"
+        await asyncio.sleep(0.1)  # pacing the traffic, not waiting for a result
     assert rec.closed == [] and layer.statistics().open_connections == 1
 
 
@@ -209,7 +208,7 @@ async def test_client_keepalive_detects_dead_server(make_layer: LayerFactory,
     await wait_for(lambda: rec.closed, timeout=5.0)
     elapsed = loop.time() - started
     assert rec.closed == [(flow, "keepalive timeout")]
-    assert interval + timeout - 0.05 <= elapsed < interval + timeout + 0.5
+    assert interval + timeout - 0.05 <= elapsed < interval + timeout + 1.0
     assert b"\r\n\r\n" in raw_server.data
     stats = layer.statistics()
     assert stats.keepalive_timeouts == 1 and stats.keepalive_pings_sent >= 1
@@ -274,7 +273,8 @@ async def test_bad_message_is_answered_and_connection_kept(make_layer: LayerFact
     bad = tcp_request(1).replace(b"Max-Forwards: 70", b"Max-Forwards: many")
     await client.write(bad)
     response = await client.read_message()
-    assert is_response(response, 400) and "Max-Forwards" in response.reason
+    assert isinstance(response, Response) and response.status == 400
+    assert "Max-Forwards" in response.reason
     await client.write(tcp_request(2))
     await wait_for(lambda: rec.messages)
     assert rec.messages[0][0].cseq.seq == 2 and rec.closed == []
@@ -333,7 +333,7 @@ async def test_close_aborts_what_does_not_drain(make_layer: LayerFactory,
                                                 tcp_client: TcpClientFactory) -> None:
     layer, rec = await make_layer(udp=False)
     client = await tcp_client(layer.local_address("tcp"))
-    client.writer.transport.pause_reading()  # the peer stops reading
+    cast(asyncio.Transport, client.writer.transport).pause_reading()  # the peer stops reading
     await client.write(tcp_request())
     await wait_for(lambda: rec.messages)
     flow = rec.messages[0][1]

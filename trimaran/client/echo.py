@@ -57,16 +57,21 @@ class EchoServer:
             if method == "REGISTER":
                 for contact in incoming.request.headers.get_all("Contact"):
                     headers.add("Contact", contact)
+            elif method == "SUBSCRIBE":
+                headers.add("Contact", self._contact(incoming.flow.transport))
+                headers.add("Expires", incoming.request.headers.get("Expires") or "600")
             self.endpoint.reply(incoming, 200, headers=headers, to_tag=new_tag())
         else:
             self.endpoint.reply(incoming, 405, headers=Headers([("Allow", ECHO_ALLOW)]))
 
+    def _contact(self, transport: str) -> str:
+        host, port = self.address(transport)
+        suffix = "" if transport == "udp" else f";transport={transport}"
+        return f"<sip:echo@{host}:{port}{suffix}>"
+
     def _answer_invite(self, incoming: IncomingRequest) -> None:
         tag = new_tag()
-        host, port = self.address(incoming.flow.transport)
-        flow_transport = incoming.flow.transport
-        transport = "" if flow_transport == "udp" else f";transport={flow_transport}"
-        headers = Headers([("Contact", f"<sip:echo@{host}:{port}{transport}>")])
+        headers = Headers([("Contact", self._contact(incoming.flow.transport))])
         self.endpoint.reply(incoming, 180, to_tag=tag)
         body = incoming.request.body
         if body:
