@@ -402,3 +402,60 @@ async def test_response_reconnects_when_flow_closed(make_layer: LayerFactory,
     await wait_for(lambda: raw_server.messages())
     response = raw_server.messages()[0]
     assert isinstance(response, Response) and response.status == 200
+
+
+async def _never_connects(*args: object, **kwargs: object) -> object:
+    await asyncio.Event().wait()
+    raise AssertionError("unreachable")
+
+
+async def test_connect_timeout(make_layer: LayerFactory,
+                               monkeypatch: pytest.MonkeyPatch) -> None:
+    layer, _ = await make_layer(TransportConfig(connect_timeout=0.2), udp=False)
+    monkeypatch.setattr(asyncio.get_running_loop(), "create_connection", _never_connects)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(ConnectError, match="timed out"):
+        await layer.send(make_request(), Address("tcp", LOCALHOST, 5060))
+    assert 0.15 <= loop.time() - started < 1.5
+
+
+async def test_shutdown_abandons_pending_connects(make_layer: LayerFactory,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    layer, _ = await make_layer(udp=False)
+    monkeypatch.setattr(asyncio.get_running_loop(), "create_connection", _never_connects)
+    sending = asyncio.ensure_future(layer.send(make_request(), Address("tcp", LOCALHOST, 5060)))
+    await wait_for(lambda: layer._connecting)
+    await layer.close()
+    with pytest.raises(ConnectError, match="shutting down"):
+        await sending
+
+
+async def test_cancelled_sender_does_not_cancel_the_shared_connect(
+        make_layer: LayerFactory) -> None:
+    server, server_rec = await make_layer(udp=False)
+    client, _ = await make_layer(udp=False)
+    target = Address("tcp", *server.local_address("tcp"))
+    first = asyncio.ensure_future(client.send(make_request(cseq=1), target))
+    second = asyncio.ensure_future(client.send(make_request(cseq=2), target))
+    await asyncio.sleep(0)  # both are now waiting on the same connect
+    first.cancel()
+    flow = await second
+    assert first.cancelled() and client.is_open(flow)
+    await wait_for(lambda: server_rec.messages)
+    assert [m.cseq.seq for m, _ in server_rec.messages] == [2]
+
+
+async def test_write_buffer_limit_closes_a_stuck_flow(make_layer: LayerFactory,
+                                                      tcp_client: TcpClientFactory) -> None:
+    layer, rec = await make_layer(TransportConfig(write_buffer_limit=200_000), udp=False)
+    client = await tcp_client(layer.local_address("tcp"))
+    cast(asyncio.Transport, client.writer.transport).pause_reading()  # the peer stops reading
+    await client.write(tcp_request())
+    await wait_for(lambda: rec.messages)
+    flow = rec.messages[0][1]
+    big = make_request("MESSAGE", body=b"z" * 60_000)
+    with pytest.raises(FlowClosedError, match="write buffer full"):
+        for _ in range(2_000):  # far more than kernel buffers hold
+            await layer.send(big, flow)
+    assert rec.closed == [(flow, "write buffer full")] and not layer.is_open(flow)

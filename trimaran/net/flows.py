@@ -1,5 +1,8 @@
 """Where messages go and come from: addresses, flows, the flow table (RFC 5626 §3.2).
 
+Also the value types shared by the UDP and TCP adapters and `transport.py`
+(configuration, errors, counters); import them from `trimaran.net.transport`.
+
 A `Flow` is the path one message arrived on or left by. TCP flows are real
 connections and are registered here while they are open; UDP flows are
 virtual (a listening socket plus a remote address) and are never stored: their
@@ -9,8 +12,11 @@ id encodes both ends, so they can be rebuilt from the id alone.
 from __future__ import annotations
 
 import ipaddress
+import math
 from dataclasses import dataclass
 from typing import Generic, TypeVar
+
+from trimaran.sip.parser import DEFAULT_LIMITS, Limits
 
 HostPort = tuple[str, int]
 
@@ -197,3 +203,58 @@ class Counters:
     keepalive_pongs_sent: int = 0
     keepalive_pongs_received: int = 0
     keepalive_timeouts: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class TransportConfig:
+    """Tunables of the transport layer; all durations in seconds."""
+
+    limits: Limits = DEFAULT_LIMITS
+    tcp_idle_timeout: float = 600.0  # close TCP connections with no bytes either way this long
+    keepalive_interval: float | None = None  # CRLFCRLF pings on connections we opened
+    keepalive_timeout: float = 10.0  # a ping unanswered this long closes the flow
+    max_connections: int = 10_000
+    connect_timeout: float = 5.0
+    write_buffer_limit: int = 4 * 1024 * 1024  # unsent bytes per connection before closing it
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.limits, Limits):
+            raise ValueError(f"limits must be a Limits, got {self.limits!r}")
+        for name in ("tcp_idle_timeout", "keepalive_timeout", "connect_timeout"):
+            _check_positive(name, getattr(self, name))
+        if self.keepalive_interval is not None:
+            _check_positive("keepalive_interval", self.keepalive_interval)
+        for name in ("max_connections", "write_buffer_limit"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _check_positive(name: str, value: object) -> None:
+    if (isinstance(value, bool) or not isinstance(value, int | float)
+            or not math.isfinite(value) or value <= 0):
+        raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+
+
+DEFAULT_CONFIG = TransportConfig()
+
+
+@dataclass(frozen=True, slots=True)
+class TransportStats:
+    """A snapshot of the transport counters."""
+
+    messages_in: int
+    messages_out: int
+    bad_messages: int
+    bytes_in: int
+    bytes_out: int
+    open_connections: int
+    connections_accepted: int
+    connections_opened: int
+    connections_refused: int
+    connect_failures: int
+    keepalive_pings_sent: int
+    keepalive_pings_received: int
+    keepalive_pongs_sent: int
+    keepalive_pongs_received: int
+    keepalive_timeouts: int

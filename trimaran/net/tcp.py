@@ -9,9 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Protocol, cast
+from typing import Protocol, cast
 
-from trimaran.net.flows import Counters, Flow, FlowClosedError, HostPort, host_port
+from trimaran.net.flows import (
+    Counters,
+    Flow,
+    FlowClosedError,
+    HostPort,
+    TransportConfig,
+    host_port,
+)
 from trimaran.sip.errors import SipParseError
 from trimaran.sip.message import Message
 from trimaran.sip.parser import (
@@ -21,9 +28,6 @@ from trimaran.sip.parser import (
     StreamParser,
     error_response,
 )
-
-if TYPE_CHECKING:
-    from trimaran.net.transport import TransportConfig
 
 logger = logging.getLogger(__name__)
 

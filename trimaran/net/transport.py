@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 from trimaran.net.flows import (
+    DEFAULT_CONFIG,
     Address,
     ConnectError,
     Counters,
@@ -25,7 +25,9 @@ from trimaran.net.flows import (
     HostPort,
     MessageTooLargeError,
     NotListeningError,
+    TransportConfig,
     TransportError,
+    TransportStats,
     host_port,
     is_ip_literal,
     normalize_host,
@@ -36,7 +38,6 @@ from trimaran.net.udp import UdpEndpoint
 from trimaran.sip.errors import SipParseError
 from trimaran.sip.headers import Via
 from trimaran.sip.message import Message, Request, Response
-from trimaran.sip.parser import DEFAULT_LIMITS, Limits
 
 __all__ = [
     "DEFAULT_CONFIG",
@@ -60,61 +61,6 @@ DEFAULT_SIP_PORT = 5060
 
 MessageHandler = Callable[[Message, Flow], None]
 FlowClosedHandler = Callable[[Flow, str], None]
-
-
-@dataclass(frozen=True, slots=True)
-class TransportConfig:
-    """Tunables of the transport layer; all durations in seconds."""
-
-    limits: Limits = DEFAULT_LIMITS
-    tcp_idle_timeout: float = 600.0  # close TCP connections with no bytes either way this long
-    keepalive_interval: float | None = None  # CRLFCRLF pings on connections we opened
-    keepalive_timeout: float = 10.0  # a ping unanswered this long closes the flow
-    max_connections: int = 10_000
-    connect_timeout: float = 5.0
-    write_buffer_limit: int = 4 * 1024 * 1024  # unsent bytes per connection before closing it
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.limits, Limits):
-            raise ValueError(f"limits must be a Limits, got {self.limits!r}")
-        for name in ("tcp_idle_timeout", "keepalive_timeout", "connect_timeout"):
-            _check_positive(name, getattr(self, name))
-        if self.keepalive_interval is not None:
-            _check_positive("keepalive_interval", self.keepalive_interval)
-        for name in ("max_connections", "write_buffer_limit"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-
-
-def _check_positive(name: str, value: object) -> None:
-    if (isinstance(value, bool) or not isinstance(value, int | float)
-            or not math.isfinite(value) or value <= 0):
-        raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
-
-
-DEFAULT_CONFIG = TransportConfig()
-
-
-@dataclass(frozen=True, slots=True)
-class TransportStats:
-    """A snapshot of the transport counters."""
-
-    messages_in: int
-    messages_out: int
-    bad_messages: int
-    bytes_in: int
-    bytes_out: int
-    open_connections: int
-    connections_accepted: int
-    connections_opened: int
-    connections_refused: int
-    connect_failures: int
-    keepalive_pings_sent: int
-    keepalive_pings_received: int
-    keepalive_pongs_sent: int
-    keepalive_pongs_received: int
-    keepalive_timeouts: int
 
 
 def stamp_via(message: Message, source: HostPort) -> None:
@@ -286,7 +232,15 @@ class TransportLayer:
             task.add_done_callback(lambda t: self._connect_done(remote, t))
         # Concurrent senders share one connection attempt; one cancelled sender
         # does not cancel it for the others.
-        return await asyncio.shield(task)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if task.cancelled() and (current is None or current.cancelling() == 0):
+                # The attempt itself was cancelled (shutdown), not this sender.
+                raise ConnectError(f"connect to tcp {remote[0]}:{remote[1]} abandoned: "
+                                   "transport layer is shutting down") from None
+            raise
 
     def _connect_done(self, remote: HostPort, task: asyncio.Task[TcpConnection]) -> None:
         if self._connecting.get(remote) is task:

@@ -1,0 +1,348 @@
+"""The admin HTTP API of one server (SPEC OPS-3, OPS-4, OPS-6): aiohttp app and lifecycle.
+
+Endpoints (every error is JSON ``{"error": "..."}``):
+
+=====================================================  ======================================
+``GET|HEAD /health``                                   200 healthy / 503 not (never a token)
+``GET /status``                                        200 ``ctx.status()`` + server/role/pool
+``GET /metrics``                                       Prometheus text exposition
+``GET|PUT /xcap/resource-lists/users/{aor}/index``     the user's contact list (RFC 4826
+                                                       document), HTTP Digest, owner only;
+                                                       PUT answers 201 (the list was empty)
+                                                       or 200 with {owner, groups, contacts}
+``GET /admin/contacts/{aor}``                          any user's contact list as JSON
+=====================================================  ======================================
+
+``/status``, ``/metrics`` and ``/admin/*`` need ``Authorization: Bearer <token>`` when
+`AdminContext.admin_token` is set. Errors are converted to responses at exactly one
+place, `_boundary`: client mistakes get 4xx with a message naming the problem, an
+unreachable store 503 + Retry-After, our own bugs a logged 500 without a traceback.
+Authorization headers and secrets are never logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from multidict import CIMultiDict
+
+from trimaran.admin.httpauth import HttpDigestAuth
+from trimaran.admin.metrics import Metrics
+from trimaran.admin.resource_lists import (
+    CONTENT_TYPE,
+    ResourceListsError,
+    parse_resource_lists,
+    render_resource_lists,
+)
+from trimaran.sip.errors import SipParseError
+from trimaran.sip.uri import URI
+from trimaran.store.base import Conflict, NotFound, Store, StoreError, StoreUnavailable
+from trimaran.store.model import ContactList
+
+log = logging.getLogger(__name__)
+
+#: Largest request body accepted (413 beyond).
+MAX_BODY_BYTES = 256 * 1024
+#: Retry-After (seconds) sent with 503 when the store is unavailable.
+STORE_RETRY_AFTER = 5
+#: How long close() lets in-flight requests finish before cancelling them.
+SHUTDOWN_TIMEOUT = 5.0
+#: Content types accepted by PUT of a resource-lists document.
+ACCEPTED_PUT_TYPES = frozenset({CONTENT_TYPE, "application/xml"})
+
+XCAP_PATH = "/xcap/resource-lists/users/{aor}/index"
+ADMIN_CONTACTS_PATH = "/admin/contacts/{aor}"
+_BEARER_CHALLENGE = 'Bearer realm="trimaran-admin"'
+
+
+@dataclass(frozen=True)
+class AdminContext:
+    """What the admin API needs from the server it runs in."""
+
+    server: str                                   # server name, e.g. "fe1a"
+    role: str                                     # "frontend", ...
+    pool: str
+    realm: str                                    # SIP domain = HTTP Digest realm
+    store: Store
+    status: Callable[[], dict[str, object]]       # JSON-able status snapshot
+    health: Callable[[], tuple[bool, str]]        # (healthy, reason)
+    metrics: Metrics
+    wall_clock: Callable[[], float] = time.time   # epoch seconds (nonce ages, store `now`)
+    # Awaited with the owner's AOR after a PUT is committed; its errors are logged only.
+    on_contacts_changed: Callable[[str], Awaitable[None]] | None = None
+    # When set, /status, /metrics and /admin/* need "Authorization: Bearer <token>".
+    admin_token: str | None = None
+
+
+class HttpError(Exception):
+    """A response to send instead of the normal one; `headers` may repeat names."""
+
+    def __init__(self, status: int, message: str,
+                 headers: tuple[tuple[str, str], ...] = ()) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers
+
+
+def _json(data: object, status: int = 200,
+          headers: tuple[tuple[str, str], ...] = ()) -> web.Response:
+    return web.Response(text=json.dumps(data, default=str), status=status,
+                        content_type="application/json", headers=CIMultiDict(headers))
+
+
+def _error(status: int, message: str, headers: tuple[tuple[str, str], ...] = ()) -> web.Response:
+    return _json({"error": message}, status, headers)
+
+
+def _path_group(request: web.Request) -> str:
+    resource = request.match_info.route.resource
+    name = resource.name if resource is not None else None
+    return name or "other"
+
+
+def _from_aiohttp(exc: web.HTTPException, request: web.Request) -> web.Response:
+    """Turn aiohttp's own errors (router 404/405, body too large) into our JSON form."""
+    if isinstance(exc, web.HTTPNotFound):
+        return _error(404, f"no such path: {request.path}")
+    if isinstance(exc, web.HTTPMethodNotAllowed):
+        allowed = ", ".join(sorted(exc.allowed_methods))
+        return _error(405, f"method {request.method} not allowed on {request.path} "
+                           f"(allowed: {allowed})", (("Allow", allowed),))
+    if isinstance(exc, web.HTTPRequestEntityTooLarge):
+        return _error(413, f"request body larger than {MAX_BODY_BYTES} bytes")
+    return _error(exc.status, exc.reason)
+
+
+def _owner(request: web.Request) -> str:
+    """The canonical AOR named by the `{aor}` path segment (400 when it is not one)."""
+    raw = request.match_info["aor"]
+    try:
+        uri = URI.parse(raw)
+    except SipParseError as exc:
+        raise HttpError(400, f"bad AOR in path: {exc.reason}") from None
+    if uri.scheme == "tel" or uri.user is None:
+        raise HttpError(400, f"bad AOR in path: {raw[:80]!r} is not a sip: user address")
+    return uri.aor
+
+
+def _contact_list_json(contact_list: ContactList) -> dict[str, object]:
+    return {
+        "owner": contact_list.owner,
+        "groups": [{"name": g.name, "display_name": g.display_name}
+                   for g in contact_list.groups],
+        "contacts": [{"uri": c.uri, "display_name": c.display_name, "groups": list(c.groups)}
+                     for c in contact_list.contacts],
+    }
+
+
+def _is_empty(contact_list: ContactList) -> bool:
+    return not contact_list.groups and not contact_list.contacts
+
+
+class AdminServer:
+    """Serves the admin API of one server on one TCP address."""
+
+    def __init__(self, ctx: AdminContext) -> None:
+        self._ctx = ctx
+        self._auth = HttpDigestAuth(ctx.realm, ctx.store.users, clock=ctx.wall_clock)
+        self._runner: web.AppRunner | None = None
+        self._address: tuple[str, int] | None = None
+        self._started = False
+        self._close_lock = asyncio.Lock()
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        """The bound (host, port) while serving, else None."""
+        return self._address
+
+    async def start(self, host: str, port: int) -> tuple[str, int]:
+        """Listen on (host, port); port 0 picks a free port. Returns the bound address."""
+        if self._started:
+            raise RuntimeError("AdminServer.start() may be called only once")
+        self._started = True
+        runner = web.AppRunner(self._make_app(), shutdown_timeout=SHUTDOWN_TIMEOUT,
+                               access_log=logging.getLogger("trimaran.admin.access"))
+        await runner.setup()
+        self._runner = runner
+        try:
+            await web.TCPSite(runner, host, port).start()
+        except BaseException:
+            await self.close()
+            raise
+        bound = runner.addresses[0]
+        self._address = (str(bound[0]), int(bound[1]))
+        log.info("admin API of %s listening on %s:%d", self._ctx.server, *self._address)
+        return self._address
+
+    async def close(self) -> None:
+        """Stop accepting, let in-flight requests finish (bounded), release; idempotent."""
+        async with self._close_lock:
+            runner, self._runner = self._runner, None
+            self._address = None
+            if runner is not None:
+                await runner.cleanup()
+
+    # -- application -------------------------------------------------------------------
+
+    def _make_app(self) -> web.Application:
+        app = web.Application(middlewares=[self._boundary], client_max_size=MAX_BODY_BYTES)
+        routes: tuple[tuple[str, str, tuple[tuple[str, Handler], ...]], ...] = (
+            ("/health", "health", (("GET", self._health), ("HEAD", self._health))),
+            ("/status", "status", (("GET", self._status),)),
+            ("/metrics", "metrics", (("GET", self._metrics),)),
+            (XCAP_PATH, "xcap", (("GET", self._xcap_get), ("PUT", self._xcap_put))),
+            (ADMIN_CONTACTS_PATH, "admin", (("GET", self._admin_contacts),)),
+        )
+        for path, name, handlers in routes:
+            resource = app.router.add_resource(path, name=name)
+            for method, handler in handlers:
+                resource.add_route(method, handler)
+        return app
+
+    @web.middleware
+    async def _boundary(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """The one place where errors become HTTP responses (and requests are counted)."""
+        try:
+            response = await handler(request)
+        except HttpError as exc:
+            response = _error(exc.status, exc.message, exc.headers)
+        except ResourceListsError as exc:
+            response = _error(exc.status, exc.message)
+        except web.HTTPException as exc:
+            response = _from_aiohttp(exc, request)
+        except StoreUnavailable as exc:
+            self._ctx.metrics.store_error()
+            log.warning("admin %s %s: store unavailable: %s", request.method, request.path, exc)
+            response = _error(503, "store unavailable, retry later",
+                              (("Retry-After", str(STORE_RETRY_AFTER)),))
+        except Conflict as exc:
+            response = _error(409, f"conflict: {exc}")
+        except NotFound as exc:
+            response = _error(404, f"not found: {exc}")
+        except StoreError:
+            self._ctx.metrics.store_error()
+            log.exception("admin %s %s: store error", request.method, request.path)
+            response = _error(500, "store error")
+        except Exception:
+            log.exception("admin %s %s: internal error", request.method, request.path)
+            response = _error(500, "internal error")
+        self._ctx.metrics.http_request(_path_group(request), response.status)
+        return response
+
+    def _require_token(self, request: web.Request) -> None:
+        token = self._ctx.admin_token
+        if token is None:
+            return
+        scheme, _, given = request.headers.get("Authorization", "").strip().partition(" ")
+        if scheme.lower() != "bearer" or not given.strip():
+            raise HttpError(401, "admin token required",
+                            (("WWW-Authenticate", _BEARER_CHALLENGE),))
+        if not hmac.compare_digest(given.strip().encode(), token.encode()):
+            raise HttpError(401, "invalid admin token", (
+                ("WWW-Authenticate", _BEARER_CHALLENGE + ', error="invalid_token"'),))
+
+    async def _authenticate_owner(self, request: web.Request, owner: str) -> None:
+        """HTTP Digest (RFC 7616); the authenticated user must be `owner`."""
+        outcome = await self._auth.authenticate(
+            request.headers.get("Authorization"), method=request.method,
+            target=request.raw_path)
+        if outcome.status == 401:
+            challenges = tuple(("WWW-Authenticate", c)
+                               for c in self._auth.challenges(stale=outcome.stale))
+            raise HttpError(401, outcome.reason, challenges)
+        if outcome.status != 200:
+            raise HttpError(outcome.status, outcome.reason)
+        if outcome.aor != owner:
+            raise HttpError(403, f"{outcome.aor} may not access the contact list of {owner}")
+
+    # -- handlers ----------------------------------------------------------------------
+
+    def _identity(self) -> dict[str, object]:
+        return {"server": self._ctx.server, "role": self._ctx.role, "pool": self._ctx.pool}
+
+    async def _health(self, request: web.Request) -> web.Response:
+        try:
+            healthy, reason = self._ctx.health()
+        except Exception as exc:
+            log.exception("health check of %s failed", self._ctx.server)
+            healthy, reason = False, f"health check failed: {type(exc).__name__}"
+        body = {"healthy": healthy, "reason": reason, **self._identity()}
+        return _json(body, 200 if healthy else 503)
+
+    async def _status(self, request: web.Request) -> web.Response:
+        self._require_token(request)
+        return _json({**self._ctx.status(), **self._identity()},
+                     headers=(("Cache-Control", "no-store"),))
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        self._require_token(request)
+        body, content_type = self._ctx.metrics.render()
+        response = web.Response(body=body)
+        response.headers["Content-Type"] = content_type
+        return response
+
+    async def _xcap_get(self, request: web.Request) -> web.Response:
+        owner = _owner(request)
+        await self._authenticate_owner(request, owner)
+        contact_list = await self._ctx.store.contacts.get(owner)
+        return web.Response(body=render_resource_lists(contact_list), content_type=CONTENT_TYPE,
+                            charset="utf-8", headers={"Cache-Control": "no-store"})
+
+    async def _xcap_put(self, request: web.Request) -> web.Response:
+        owner = _owner(request)
+        _check_length(request)
+        await self._authenticate_owner(request, owner)
+        if request.content_type not in ACCEPTED_PUT_TYPES:
+            raise HttpError(415, f"content type must be {CONTENT_TYPE}, "
+                                 f"not {request.content_type or 'none'}")
+        contact_list = parse_resource_lists(await _read_body(request), owner)
+        previous = await self._ctx.store.contacts.get(owner)
+        await self._ctx.store.contacts.put(contact_list, now=self._ctx.wall_clock())
+        log.info("contact list of %s replaced: %d groups, %d contacts", owner,
+                 len(contact_list.groups), len(contact_list.contacts))
+        await self._notify_contacts_changed(owner)
+        return _json({"owner": owner, "groups": len(contact_list.groups),
+                      "contacts": len(contact_list.contacts)},
+                     201 if _is_empty(previous) else 200)
+
+    async def _notify_contacts_changed(self, owner: str) -> None:
+        # The write is committed: a failing listener must not turn it into an error.
+        callback = self._ctx.on_contacts_changed
+        if callback is None:
+            return
+        try:
+            await callback(owner)
+        except Exception:
+            log.exception("on_contacts_changed(%s) failed after the list was stored", owner)
+
+    async def _admin_contacts(self, request: web.Request) -> web.Response:
+        self._require_token(request)
+        owner = _owner(request)
+        if await self._ctx.store.users.get(owner) is None:
+            raise HttpError(404, f"no such user: {owner}")
+        contact_list = await self._ctx.store.contacts.get(owner)
+        return _json(_contact_list_json(contact_list), headers=(("Cache-Control", "no-store"),))
+
+
+def _check_length(request: web.Request) -> None:
+    length = request.content_length
+    if length is not None and length > MAX_BODY_BYTES:
+        raise HttpError(413, f"request body of {length} bytes is larger than "
+                             f"{MAX_BODY_BYTES} bytes")
+
+
+async def _read_body(request: web.Request) -> bytes:
+    _check_length(request)
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise HttpError(413, f"request body larger than {MAX_BODY_BYTES} bytes") from None

@@ -1,0 +1,1 @@
+"""The `trimaran` command line."""

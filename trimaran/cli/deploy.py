@@ -1,0 +1,223 @@
+"""`up`, `down`, `status`, `server kill|stop|start|drain` and the internal `serve`."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import signal
+import sys
+
+import click
+
+from trimaran.cli.common import dir_option, echo_json, fail, json_option, open_rundir
+from trimaran.deploy.rundir import DeploymentState, RunDir, ServerState, remember_rundir
+from trimaran.deploy.supervisor import (
+    fetch_json,
+    health,
+    pid_alive,
+    signal_server,
+    start_server,
+    stop_all,
+    stop_server,
+    wait_exit,
+    wait_healthy,
+)
+from trimaran.topology.errors import TopologyError
+from trimaran.topology.loader import load_topology
+from trimaran.topology.model import Edition, PoolRole, Topology
+from trimaran.topology.validator import format_violations, has_errors, validate
+
+START_TIMEOUT = 30.0
+
+
+def runnable(topology: Topology) -> list[ServerState]:
+    """The servers `up` starts; refuses roles this version cannot run yet."""
+    servers = []
+    for pool in topology.pools:
+        if pool.role is not PoolRole.FRONTEND or pool.edition is not Edition.STANDARD:
+            fail(f"pool {pool.name}: {pool.role.value}"
+                 f"{'/' + pool.edition.value if pool.edition else ''} pools cannot be run "
+                 "by this version yet (Standard Edition Front End pools can)")
+        for srv in pool.servers:
+            servers.append(ServerState(srv.name, pool.name, pool.role.value, srv.address,
+                                       srv.sip_port, srv.admin_port))
+    return servers
+
+
+def load_valid(file: str) -> Topology:
+    """Load and validate a topology, refusing with every violation listed."""
+    try:
+        topology = load_topology(file)
+        violations = validate(topology)
+    except TopologyError as exc:
+        fail(f"{file} is not a valid topology:\n{format_violations(list(exc.violations))}")
+    except OSError as exc:
+        fail(f"cannot read {file}: {exc.strerror}")
+    if has_errors(violations):
+        fail(f"{file} is not a valid topology:\n{format_violations(violations)}")
+    return topology
+
+
+def log_tail(rundir: RunDir, server: str, lines: int = 15) -> str:
+    """The last lines of a server's log."""
+    path = rundir.log_file(server)
+    if not path.exists():
+        return "(no log)"
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def start_deployment(file: str, run: RunDir, timeout: float) -> DeploymentState:
+    """Validate FILE, start every server into `run`, wait until all are healthy."""
+    topology = load_valid(file)
+    servers = runnable(topology)
+    if run.state_file.exists():
+        alive = [s.name for s in run.load_state().servers.values() if pid_alive(s.pid)]
+        if alive:
+            fail(f"a deployment is already running in {run.path} ({', '.join(alive)}); "
+                 "stop it with `trimaran down` first")
+    run.create()
+    shutil.copyfile(file, run.topology)
+    state = DeploymentState(topology.name, {s.name: s for s in servers})
+    for server in servers:
+        run.secret(server.pool)
+        start_server(run, server)
+    run.save_state(state)
+    remember_rundir(run)
+    failed = wait_healthy(servers, timeout)
+    if failed:
+        details = "\n".join(f"--- {name} ---\n{log_tail(run, name)}" for name in failed)
+        stop_all(state)
+        fail(f"server(s) {', '.join(failed)} did not become healthy in {timeout:.0f}s; "
+             f"stopped the deployment.\n{details}")
+    return state
+
+
+def describe(state: DeploymentState, run: RunDir) -> None:
+    """Print where each server of a started deployment listens."""
+    click.echo(f"deployment {state.topology!r} is up ({len(state.servers)} server(s)), "
+               f"dir {run.path}")
+    for s in state.servers.values():
+        click.echo(f"  {s.name:<12} pool {s.pool:<10} sip {s.address}:{s.sip_port} "
+                   f"(udp+tcp)  admin http://{s.address}:{s.admin_port}  pid {s.pid}")
+
+
+@click.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@dir_option
+@click.option("--timeout", default=START_TIMEOUT, show_default=True,
+              help="seconds to wait for every server to be healthy")
+def up(file: str, rundir: str | None, timeout: float) -> None:
+    """Start every server of FILE on this machine and wait until all are healthy."""
+    if rundir is None:
+        fail("up needs --dir RUNDIR (where state, data and logs of the deployment go)")
+    run = RunDir(rundir)
+    describe(start_deployment(file, run, timeout), run)
+
+
+@click.command()
+@dir_option
+def down(rundir: str | None) -> None:
+    """Stop every server of the deployment (ordered shutdown, then SIGKILL)."""
+    run = open_rundir(rundir)
+    state = run.load_state()
+    stop_all(state)
+    for server in state.servers.values():
+        server.pid = None
+    run.save_state(state)
+    click.echo(f"deployment in {run.path} is down")
+
+
+@click.command()
+@dir_option
+@json_option
+def status(rundir: str | None, as_json: bool) -> None:
+    """Health of every server of the deployment."""
+    run = open_rundir(rundir)
+    state = run.load_state()
+    rows = []
+    for s in state.servers.values():
+        running = pid_alive(s.pid)
+        healthy, reason = health(s, timeout=1.0) if running else (False, "not running")
+        detail = fetch_json(s, "/status") if healthy else None
+        rows.append({"server": s.name, "pool": s.pool, "role": s.role, "pid": s.pid,
+                     "running": running, "healthy": healthy, "reason": reason,
+                     "sip": f"{s.address}:{s.sip_port}", "status": detail or {}})
+    if as_json:
+        echo_json({"deployment": state.topology, "dir": str(run.path), "servers": rows})
+        return
+    click.echo(f"deployment {state.topology!r} in {run.path}")
+    for row in rows:
+        health_text = "healthy" if row["healthy"] else f"DOWN ({row['reason']})"
+        extra = row["status"]
+        bindings = f"  bindings {extra.get('bindings')}" if isinstance(extra, dict) and extra \
+            else ""
+        click.echo(f"  {row['server']:<12} {row['pool']:<10} {row['sip']:<20} "
+                   f"{health_text}{bindings}")
+
+
+@click.group()
+def server() -> None:
+    """Act on one server of the running deployment."""
+
+
+def _server_state(rundir: str | None, name: str) -> tuple[RunDir, DeploymentState, ServerState]:
+    run = open_rundir(rundir)
+    state = run.load_state()
+    if name not in state.servers:
+        fail(f"no server named {name!r} in the deployment (servers: "
+             f"{', '.join(sorted(state.servers))})")
+    return run, state, state.servers[name]
+
+
+@server.command("kill")
+@click.argument("name")
+@dir_option
+def server_kill(name: str, rundir: str | None) -> None:
+    """SIGKILL a server (a crash: no goodbye to anybody)."""
+    _, _, srv = _server_state(rundir, name)
+    if not signal_server(srv, signal.SIGKILL):
+        fail(f"server {name} is not running")
+    wait_exit(srv, 5.0)
+    click.echo(f"server {name} killed")
+
+
+@server.command("stop")
+@click.argument("name")
+@dir_option
+def server_stop(name: str, rundir: str | None) -> None:
+    """Stop a server in order (SIGTERM, drain, exit)."""
+    _, _, srv = _server_state(rundir, name)
+    if not pid_alive(srv.pid):
+        fail(f"server {name} is not running")
+    stop_server(srv)
+    click.echo(f"server {name} stopped")
+
+
+@server.command("start")
+@click.argument("name")
+@dir_option
+@click.option("--timeout", default=START_TIMEOUT, show_default=True)
+def server_start(name: str, rundir: str | None, timeout: float) -> None:
+    """Start a stopped or killed server and wait until it is healthy."""
+    run, state, srv = _server_state(rundir, name)
+    if pid_alive(srv.pid):
+        fail(f"server {name} is already running (pid {srv.pid})")
+    start_server(run, srv)
+    run.save_state(state)
+    if wait_healthy([srv], timeout):
+        fail(f"server {name} did not become healthy in {timeout:.0f}s:\n"
+             f"{log_tail(run, name)}")
+    click.echo(f"server {name} started (pid {srv.pid})")
+
+
+@click.command(hidden=True)
+@click.option("--server", "name", required=True, help="server name in the topology")
+@dir_option
+def serve(name: str, rundir: str | None) -> None:
+    """Run one server of the deployment in this process (used by `up`)."""
+    from trimaran.deploy.serve import serve as run_server
+    from trimaran.deploy.serve import setup_logging
+
+    run = open_rundir(rundir)
+    setup_logging(name)
+    sys.exit(asyncio.run(run_server(run, name)))

@@ -1,0 +1,28 @@
+"""`trimaran`: one command for running and operating a deployment (SPEC OPS-1, DESIGN §4).
+
+Exit codes: 0 ok, 1 refused or invalid (stderr says why), 2 usage error.
+"""
+
+from __future__ import annotations
+
+import click
+
+from trimaran.cli.demo import demo
+from trimaran.cli.deploy import down, serve, server, status, up
+from trimaran.cli.topology import topology
+from trimaran.cli.users import user
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option("0.1.0", prog_name="trimaran")
+def cli() -> None:
+    """Trimaran: a SIP unified-communications server built for HA and DR."""
+
+
+for command in (topology, up, down, status, server, serve, user, demo):
+    cli.add_command(command)
+
+
+def main() -> None:
+    """Entry point of the `trimaran` script."""
+    cli(prog_name="trimaran")

@@ -1,0 +1,202 @@
+"""`trimaran user add|list|remove|contacts`: users live in their home pool's store."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import click
+
+from trimaran.cli.common import dir_option, echo_json, fail, json_option, open_rundir
+from trimaran.deploy.rundir import RunDir
+from trimaran.sip import digest
+from trimaran.sip.errors import SipParseError
+from trimaran.sip.uri import URI
+from trimaran.store.base import Conflict, NotFound, Store, StoreError
+from trimaran.store.model import Credentials, User
+from trimaran.store.sqlite import SqliteStore
+from trimaran.topology.loader import load_topology
+from trimaran.topology.model import Edition, PoolRole, Topology
+
+T = TypeVar("T")
+E164 = re.compile(r"\+[1-9][0-9]{6,14}\Z")
+
+
+def frontend_pools(topology: Topology) -> list[str]:
+    """Names of the deployment's Front End pools."""
+    return [p.name for p in topology.pools if p.role is PoolRole.FRONTEND]
+
+
+def pool_store(rundir: RunDir, topology: Topology, pool: str) -> Store:
+    """The store of a Front End pool."""
+    for candidate in topology.pools:
+        if candidate.name == pool:
+            if candidate.edition is not Edition.STANDARD:
+                fail(f"pool {pool}: only Standard Edition stores are reachable by this version")
+            return SqliteStore(rundir.store_path(pool), pool=pool)
+    fail(f"no Front End pool named {pool!r} (pools: {', '.join(frontend_pools(topology))})")
+
+
+def with_store(store: Store, action: Callable[[Store], Awaitable[T]]) -> T:
+    """Open the store, run `action`, close it; store errors become refusals."""
+    async def run() -> T:
+        await store.open()
+        try:
+            return await action(store)
+        finally:
+            await store.close()
+    try:
+        return asyncio.run(run())
+    except StoreError as exc:
+        fail(str(exc))
+
+
+def canonical_aor(text: str, domain: str) -> URI:
+    """Parse a user URI (`sip:alice@domain` or `alice`), refusing other domains."""
+    if ":" not in text:
+        text = f"sip:{text}@{domain}"
+    try:
+        uri = URI.parse(text)
+    except SipParseError as exc:
+        fail(f"{text!r} is not a SIP URI: {exc.reason}")
+    if uri.scheme != "sip" or not uri.user:
+        fail(f"{text!r}: a user URI looks like sip:alice@{domain}")
+    if uri.host.lower() != domain.lower():
+        fail(f"{text!r}: users of this deployment are in the domain {domain}")
+    return uri
+
+
+def context(rundir: str | None) -> tuple[RunDir, Topology]:
+    """The run directory and its topology."""
+    run = open_rundir(rundir)
+    if not run.topology.exists():
+        fail(f"{run.path} has no topology.yaml; start a deployment with `trimaran up` first")
+    return run, load_topology(run.topology)
+
+
+def choose_pool(topology: Topology, pool: str | None) -> str:
+    """`--pool`, or the only Front End pool; refuses when ambiguous."""
+    pools = frontend_pools(topology)
+    if pool is not None:
+        return pool
+    if len(pools) != 1:
+        fail(f"this deployment has several Front End pools ({', '.join(pools)}); "
+             "say which with --pool")
+    return pools[0]
+
+
+@click.group()
+def user() -> None:
+    """Manage users (stored in their home pool)."""
+
+
+@user.command("add")
+@click.argument("uri")
+@click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True,
+              help="the user's password (prompted when omitted); only its hashes are kept")
+@click.option("--pool", default=None, help="home pool (default: the only Front End pool)")
+@click.option("--number", default=None, help="E.164 phone number, e.g. +15551230001")
+@click.option("--name", "display_name", default="", help="display name")
+@dir_option
+def user_add(uri: str, password: str, pool: str | None, number: str | None,
+             display_name: str, rundir: str | None) -> None:
+    """Create a user homed on a pool."""
+    run, topology = context(rundir)
+    aor = canonical_aor(uri, topology.sip_domain)
+    home = choose_pool(topology, pool)
+    if number is not None and not E164.match(number):
+        fail(f"--number {number!r} is not an E.164 number (+ and 7 to 15 digits)")
+    if not password:
+        fail("--password must not be empty")
+    realm = topology.sip_domain
+    username = aor.user or ""
+    creds = Credentials(aor.aor, username, realm,
+                        digest.ha1(username, realm, password, "MD5"),
+                        digest.ha1(username, realm, password, "SHA-256"))
+
+    async def add(store: Store) -> None:
+        try:
+            await store.users.add(User(aor.aor, home, display_name, number), creds,
+                                  now=time.time())
+        except Conflict:
+            fail(f"user {aor.aor} already exists (or number {number} is taken)")
+
+    with_store(pool_store(run, topology, home), add)
+    click.echo(f"user {aor.aor} added to pool {home}")
+
+
+@user.command("remove")
+@click.argument("uri")
+@click.option("--pool", default=None)
+@dir_option
+def user_remove(uri: str, pool: str | None, rundir: str | None) -> None:
+    """Delete a user with their contact list and presence data."""
+    run, topology = context(rundir)
+    aor = canonical_aor(uri, topology.sip_domain)
+    home = choose_pool(topology, pool)
+
+    async def remove(store: Store) -> None:
+        try:
+            await store.users.remove(aor.aor, now=time.time())
+        except NotFound:
+            fail(f"no user {aor.aor} in pool {home}")
+
+    with_store(pool_store(run, topology, home), remove)
+    click.echo(f"user {aor.aor} removed")
+
+
+def _lister(pool: str) -> Callable[[Store], Awaitable[list[User]]]:
+    async def list_pool(store: Store) -> list[User]:
+        return await store.users.list(pool)
+    return list_pool
+
+
+@user.command("list")
+@click.option("--pool", default=None, help="only this pool")
+@dir_option
+@json_option
+def user_list(pool: str | None, rundir: str | None, as_json: bool) -> None:
+    """List users of every Front End pool (or one)."""
+    run, topology = context(rundir)
+    pools = [pool] if pool else frontend_pools(topology)
+    users: list[User] = []
+    for name in pools:
+        users += with_store(pool_store(run, topology, name), _lister(name))
+    if as_json:
+        echo_json([{"aor": u.aor, "pool": u.pool, "name": u.display_name,
+                    "number": u.number, "enabled": u.enabled} for u in users])
+        return
+    for u in users:
+        click.echo(f"{u.aor:<36} {u.pool:<10} {u.number or '':<16} {u.display_name}")
+
+
+@user.command("contacts")
+@click.argument("uri")
+@click.option("--pool", default=None)
+@dir_option
+@json_option
+def user_contacts(uri: str, pool: str | None, rundir: str | None, as_json: bool) -> None:
+    """Show a user's contact list (groups and contacts)."""
+    run, topology = context(rundir)
+    aor = canonical_aor(uri, topology.sip_domain)
+    home = choose_pool(topology, pool)
+    contact_list = with_store(pool_store(run, topology, home),
+                              lambda s: s.contacts.get(aor.aor))
+    if as_json:
+        echo_json({"owner": contact_list.owner,
+                   "groups": [g.name for g in contact_list.groups],
+                   "contacts": [{"uri": c.uri, "name": c.display_name,
+                                 "groups": list(c.groups)} for c in contact_list.contacts]})
+        return
+    click.echo(f"contact list of {aor.aor}:")
+    for group in contact_list.groups:
+        click.echo(f"  [{group.name}]")
+        for c in contact_list.contacts:
+            if group.name in c.groups:
+                click.echo(f"    {c.uri}  {c.display_name}")
+    for c in contact_list.contacts:
+        if not c.groups:
+            click.echo(f"  {c.uri}  {c.display_name}")

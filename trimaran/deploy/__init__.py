@@ -1,0 +1,1 @@
+"""Running a topology on this machine: run directories, server processes, supervision."""

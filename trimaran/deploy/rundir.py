@@ -1,0 +1,122 @@
+"""The run directory of a deployment started on this machine.
+
+Layout::
+
+    RUNDIR/topology.yaml          the topology the deployment runs (copied at `up`)
+    RUNDIR/state.json             servers started: pid, addresses (rewritten atomically)
+    RUNDIR/secrets/POOL.key       per-pool secret (nonces, Record-Route tokens), mode 0600
+    RUNDIR/data/POOL/store.sqlite a Standard Edition pool's embedded store
+    RUNDIR/logs/SERVER.log        each server's log
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+LAST_RUNDIR = Path.home() / ".trimaran-last-dir"
+
+
+class RunDirError(Exception):
+    """The run directory is missing or inconsistent."""
+
+
+@dataclass
+class ServerState:
+    """What `up` recorded about one server process."""
+
+    name: str
+    pool: str
+    role: str
+    address: str
+    sip_port: int
+    admin_port: int
+    pid: int | None = None
+
+
+@dataclass
+class DeploymentState:
+    """Every server of the deployment."""
+
+    topology: str
+    servers: dict[str, ServerState] = field(default_factory=dict)
+
+
+class RunDir:
+    """Paths and state of one run directory."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path).resolve()
+
+    @property
+    def topology(self) -> Path:
+        """The deployment's topology file."""
+        return self.path / "topology.yaml"
+
+    @property
+    def state_file(self) -> Path:
+        """The recorded process state."""
+        return self.path / "state.json"
+
+    def log_file(self, server: str) -> Path:
+        """A server's log file."""
+        return self.path / "logs" / f"{server}.log"
+
+    def store_path(self, pool: str) -> Path:
+        """A Standard Edition pool's SQLite file."""
+        return self.path / "data" / pool / "store.sqlite"
+
+    def create(self) -> None:
+        """Create the directory tree."""
+        for sub in ("logs", "data", "secrets"):
+            (self.path / sub).mkdir(parents=True, exist_ok=True)
+        os.chmod(self.path / "secrets", 0o700)
+
+    def secret(self, pool: str) -> bytes:
+        """The pool's secret, created on first use (never logged)."""
+        key_file = self.path / "secrets" / f"{pool}.key"
+        if not key_file.exists():
+            key_file.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_hex(32))
+        return bytes.fromhex(key_file.read_text().strip())
+
+    def load_state(self) -> DeploymentState:
+        """The recorded state; `RunDirError` when there is none."""
+        if not self.state_file.exists():
+            raise RunDirError(f"{self.path} holds no deployment (no state.json); "
+                              "start one with `trimaran up FILE --dir DIR`")
+        raw = json.loads(self.state_file.read_text())
+        servers = {name: ServerState(**value) for name, value in raw["servers"].items()}
+        return DeploymentState(raw["topology"], servers)
+
+    def save_state(self, state: DeploymentState) -> None:
+        """Write the state atomically."""
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"topology": state.topology,
+                                   "servers": {k: asdict(v) for k, v in state.servers.items()}},
+                                  indent=2))
+        os.replace(tmp, self.state_file)
+
+
+def resolve_rundir(option: str | None) -> RunDir:
+    """`--dir`, else `$TRIMARAN_DIR`, else the directory of the last `up`."""
+    if option:
+        return RunDir(option)
+    env = os.environ.get("TRIMARAN_DIR")
+    if env:
+        return RunDir(env)
+    if LAST_RUNDIR.exists():
+        return RunDir(LAST_RUNDIR.read_text().strip())
+    raise RunDirError("no run directory: pass --dir DIR or set TRIMARAN_DIR")
+
+
+def remember_rundir(rundir: RunDir) -> None:
+    """Make `rundir` the default for later commands."""
+    with contextlib.suppress(OSError):  # a read-only home only loses the default
+        LAST_RUNDIR.write_text(str(rundir.path))

@@ -1,0 +1,77 @@
+"""Who sent this request? Digest authentication of SIP requests (RFC 3261 §22).
+
+REGISTER is challenged with 401/WWW-Authenticate (§22.2 registrar), everything
+else with 407/Proxy-Authenticate (§22.3 proxy). A request is accepted only when
+its credentials are valid *and* name the user in From (no spoofing another user).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from trimaran.sip import digest
+from trimaran.sip.errors import SipParseError
+from trimaran.sip.message import Request
+from trimaran.store.base import Store
+
+
+@dataclass(frozen=True, slots=True)
+class AuthOutcome:
+    """`user` is the authenticated AOR; otherwise `status` (401/403/407) and `headers`."""
+
+    user: str | None
+    status: int = 0
+    reason: str = ""
+    challenges: tuple[str, ...] = ()
+    challenge_header: str = ""
+
+
+class RequestAuthenticator:
+    """Checks digest credentials of requests against the store's HA1s."""
+
+    def __init__(self, store: Store, realm: str, secret: bytes, nonce_ttl: float) -> None:
+        self.realm = realm
+        self._store = store
+        self._digest = digest.DigestAuthenticator(realm, secret, nonce_ttl)
+
+    def statistics(self) -> digest.DigestStats:
+        """The digest verifier's counters."""
+        return self._digest.statistics()
+
+    async def authenticate(self, request: Request, *, now: float) -> AuthOutcome:
+        """Authenticate `request`; never raises for bad input (it gets a 4xx outcome)."""
+        is_register = request.method == "REGISTER"
+        header = "Authorization" if is_register else "Proxy-Authorization"
+        creds = None
+        for value in request.headers.get_all(header):
+            try:
+                candidate = digest.Credentials.parse(value)
+            except SipParseError:
+                return AuthOutcome(None, 400, "Malformed credentials")
+            if candidate.realm == self.realm:
+                creds = candidate
+                break
+        if creds is None:
+            return self._challenge(is_register, now, stale=False)
+        record = await self._store.users.credentials(creds.username, self.realm)
+        lookup = {}
+        if record is not None:
+            lookup = {"MD5": record.ha1_md5, "SHA-256": record.ha1_sha256}
+        result = self._digest.verify(creds, method=request.method, now=now,
+                                     lookup_ha1=lambda _u, alg: lookup.get(alg),
+                                     request_uri=str(request.uri))
+        if result.stale:
+            return self._challenge(is_register, now, stale=True)
+        if not result.ok or record is None:
+            return self._challenge(is_register, now, stale=False)
+        claimed = request.to.uri.aor if is_register else request.from_.uri.aor
+        if claimed != record.aor:
+            return AuthOutcome(None, 403, "Credentials do not match the identity claimed")
+        return AuthOutcome(record.aor)
+
+    def _challenge(self, is_register: bool, now: float, *, stale: bool) -> AuthOutcome:
+        challenges = tuple(str(c) for c in self._digest.challenge(now, stale=stale))
+        if is_register:
+            return AuthOutcome(None, 401, "Unauthorized", challenges, "WWW-Authenticate")
+        return AuthOutcome(None, 407, "Proxy Authentication Required", challenges,
+                           "Proxy-Authenticate")

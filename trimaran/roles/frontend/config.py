@@ -1,0 +1,54 @@
+"""Configuration of one Front End server, validated as a whole."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from trimaran.sip.parser import DEFAULT_LIMITS, Limits
+from trimaran.sip.transaction import TimerConfig
+
+
+class ConfigError(ValueError):
+    """The configuration is inconsistent; lists every violation."""
+
+    def __init__(self, violations: list[str]) -> None:
+        super().__init__("; ".join(violations))
+        self.violations = violations
+
+
+@dataclass(frozen=True, slots=True)
+class FrontEndConfig:
+    """What a Front End server needs to run. Times are seconds."""
+
+    server: str
+    pool: str
+    domain: str                       # SIP domain and digest realm
+    host: str                         # IP literal this server binds (its own 127.x address)
+    sip_port: int = 5060
+    admin_port: int = 8080
+    secret: bytes = b""               # nonce and Record-Route token key (>= 16 bytes)
+    min_expires: int = 60             # RFC 3261 §10.3: 423 below this
+    max_expires: int = 3600
+    default_expires: int = 600
+    presence_expires: int = 600
+    nonce_ttl: float = 300.0
+    housekeeping_interval: float = 5.0
+    max_fork: int = 16                # contacts tried in parallel per request
+    timers: TimerConfig = field(default_factory=TimerConfig)
+    limits: Limits = DEFAULT_LIMITS
+    admin_token: str | None = None
+
+    def __post_init__(self) -> None:
+        problems = []
+        if len(self.secret) < 16:
+            problems.append("secret: must be at least 16 bytes")
+        if not 0 < self.min_expires <= self.default_expires <= self.max_expires:
+            problems.append("expires: need 0 < min_expires <= default_expires <= max_expires")
+        if not 0 <= self.sip_port < 65536 or not 0 <= self.admin_port < 65536:
+            problems.append("ports: must be within 0..65535")
+        if self.housekeeping_interval <= 0:
+            problems.append("housekeeping_interval: must be > 0")
+        if self.max_fork < 1:
+            problems.append("max_fork: must be >= 1")
+        if problems:
+            raise ConfigError(problems)

@@ -1,0 +1,249 @@
+"""Repository interfaces of the store, with their contracts.
+
+Every method is a coroutine so that blocking backends (SQLite, in a worker
+thread) and networked ones (PostgreSQL) look the same to the roles.
+
+Contracts that hold for every backend:
+
+* **Durability.** A method that returns has committed its write durably; the
+  caller may acknowledge it to a client (SPEC BE-1: nothing acknowledged is lost).
+* **Atomicity.** Each method is one transaction. Writes of user or conference
+  data (`users`, `credentials`, `contacts`, `presence-rules`, persistent
+  `presence`, `meeting`) append exactly one `Change` per changed key to the
+  change log in that same transaction, so the log and the data never disagree
+  (the Backup Service ships the log). Bindings, subscriptions, heartbeats and
+  non-persistent publications are not logged: clients re-create them.
+* **Time.** Methods that need the time take `now` (epoch seconds); the store
+  never reads the clock.
+* **Errors.** `StoreUnavailable` (retryable: the database is away) and
+  `StoreError` subclasses for the caller's mistakes (`NotFound`, `Conflict`).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+
+from trimaran.store.model import (
+    Binding,
+    Change,
+    ContactList,
+    Credentials,
+    Heartbeat,
+    Meeting,
+    PresenceRule,
+    Publication,
+    Subscription,
+    User,
+)
+
+
+class StoreError(Exception):
+    """Root of store errors."""
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot be reached or refused the operation for now; retry later."""
+
+
+class NotFound(StoreError):
+    """The record does not exist."""
+
+
+class Conflict(StoreError):
+    """The write contradicts existing data (duplicate key, stale precondition)."""
+
+
+class UserRepository(abc.ABC):
+    """Users of the pool and their digest credentials."""
+
+    @abc.abstractmethod
+    async def add(self, user: User, credentials: Credentials, *, now: float) -> None:
+        """Create a user with credentials; `Conflict` if the AOR exists. Logged."""
+
+    @abc.abstractmethod
+    async def get(self, aor: str) -> User | None:
+        """The user, or None."""
+
+    @abc.abstractmethod
+    async def list(self, pool: str | None = None) -> list[User]:
+        """Every user (of `pool` when given), ordered by AOR."""
+
+    @abc.abstractmethod
+    async def remove(self, aor: str, *, now: float) -> None:
+        """Delete the user, credentials, contact list, rules and publications; `NotFound`
+        if absent. Logged."""
+
+    @abc.abstractmethod
+    async def set_credentials(self, credentials: Credentials, *, now: float) -> None:
+        """Replace a user's credentials; `NotFound` if the user is absent. Logged."""
+
+    @abc.abstractmethod
+    async def credentials(self, username: str, realm: str) -> Credentials | None:
+        """Credentials for a digest username in a realm, or None."""
+
+    @abc.abstractmethod
+    async def by_number(self, number: str) -> User | None:
+        """The user with that E.164 number, or None."""
+
+
+class BindingRepository(abc.ABC):
+    """Registrations (not logged: clients re-register)."""
+
+    @abc.abstractmethod
+    async def for_aor(self, aor: str, *, now: float) -> list[Binding]:
+        """Unexpired bindings of `aor`, highest q first."""
+
+    @abc.abstractmethod
+    async def apply(self, aor: str, *, upsert: Sequence[Binding], remove: Sequence[str],
+                    now: float) -> list[Binding]:
+        """Atomically remove the bindings whose `key` is in `remove`, insert or replace
+        `upsert` (matched by `key`), drop expired ones; return the resulting bindings."""
+
+    @abc.abstractmethod
+    async def remove_all(self, aor: str) -> int:
+        """Remove every binding of `aor`; return how many."""
+
+    @abc.abstractmethod
+    async def purge_server(self, server: str) -> int:
+        """Remove the bindings served by `server` (declared dead); return how many."""
+
+    @abc.abstractmethod
+    async def purge_flow(self, server: str, flow_id: str) -> int:
+        """Remove the bindings registered over flow `flow_id` of `server` (RFC 5626 §5.2:
+        a failed flow invalidates its bindings); return how many."""
+
+    @abc.abstractmethod
+    async def purge_expired(self, *, now: float) -> int:
+        """Remove expired bindings; return how many."""
+
+    @abc.abstractmethod
+    async def count(self, *, now: float, server: str | None = None) -> int:
+        """Unexpired bindings (of `server` when given)."""
+
+
+class ContactListRepository(abc.ABC):
+    """Per-user contact lists (groups and contacts). Logged under `contacts`."""
+
+    @abc.abstractmethod
+    async def get(self, owner: str) -> ContactList:
+        """The owner's list (empty when never written)."""
+
+    @abc.abstractmethod
+    async def put(self, contact_list: ContactList, *, now: float) -> None:
+        """Replace the owner's whole list; every contact's groups must exist (`Conflict`)."""
+
+    @abc.abstractmethod
+    async def watchers_of(self, uri: str) -> list[str]:
+        """Owners whose lists contain `uri`."""
+
+
+class PresenceRepository(abc.ABC):
+    """Presence rules, publications and subscriptions."""
+
+    @abc.abstractmethod
+    async def rules(self, owner: str) -> list[PresenceRule]:
+        """The owner's allow/block rules."""
+
+    @abc.abstractmethod
+    async def set_rule(self, rule: PresenceRule, *, now: float) -> None:
+        """Create or replace the rule for (owner, watcher). Logged under `presence-rules`."""
+
+    @abc.abstractmethod
+    async def remove_rule(self, owner: str, watcher: str, *, now: float) -> None:
+        """Remove the rule for (owner, watcher) if any. Logged."""
+
+    @abc.abstractmethod
+    async def publications(self, aor: str, event: str, *, now: float) -> list[Publication]:
+        """Unexpired publications of `aor` for `event`."""
+
+    @abc.abstractmethod
+    async def publish(self, publication: Publication, *, replaces: str | None,
+                      now: float) -> None:
+        """Store a publication; with `replaces`, the etag it refreshes/modifies must exist
+        (`NotFound` otherwise, RFC 3903 §6 → 412). Logged under `presence`."""
+
+    @abc.abstractmethod
+    async def unpublish(self, aor: str, etag: str, *, now: float) -> None:
+        """Remove a publication; `NotFound` if the etag is unknown. Logged."""
+
+    @abc.abstractmethod
+    async def save_subscription(self, subscription: Subscription) -> None:
+        """Create or replace a subscription (not logged)."""
+
+    @abc.abstractmethod
+    async def remove_subscription(self, subscription_id: str) -> None:
+        """Forget a subscription (no error if absent)."""
+
+    @abc.abstractmethod
+    async def subscriptions_to(self, target: str, event: str, *, now: float
+                               ) -> list[Subscription]:
+        """Unexpired subscriptions watching `target` for `event`."""
+
+
+class MeetingRepository(abc.ABC):
+    """Conferences. Logged under `meeting`."""
+
+    @abc.abstractmethod
+    async def put(self, meeting: Meeting, *, now: float) -> None:
+        """Create or replace a meeting."""
+
+    @abc.abstractmethod
+    async def get(self, meeting_id: str) -> Meeting | None:
+        """The meeting, or None."""
+
+    @abc.abstractmethod
+    async def by_organizer(self, organizer: str) -> list[Meeting]:
+        """The organizer's meetings."""
+
+    @abc.abstractmethod
+    async def remove(self, meeting_id: str, *, now: float) -> None:
+        """Delete a meeting; `NotFound` if absent."""
+
+
+class HeartbeatRepository(abc.ABC):
+    """Liveness rows of the pool's servers (not logged)."""
+
+    @abc.abstractmethod
+    async def beat(self, heartbeat: Heartbeat) -> None:
+        """Record a server's heartbeat (upsert)."""
+
+    @abc.abstractmethod
+    async def all(self, pool: str | None = None) -> list[Heartbeat]:
+        """The last heartbeat of every server (of `pool` when given)."""
+
+
+class ChangeLog(abc.ABC):
+    """The change log (outbox) read by the Backup Service."""
+
+    @abc.abstractmethod
+    async def since(self, seq: int, *, limit: int = 1000) -> list[Change]:
+        """Changes with sequence number > `seq`, in order, at most `limit`."""
+
+    @abc.abstractmethod
+    async def last_seq(self) -> int:
+        """The highest sequence number written (0 when empty)."""
+
+
+class Store(abc.ABC):
+    """One pool's store: the repositories over one database."""
+
+    users: UserRepository
+    bindings: BindingRepository
+    contacts: ContactListRepository
+    presence: PresenceRepository
+    meetings: MeetingRepository
+    heartbeats: HeartbeatRepository
+    changes: ChangeLog
+
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Connect and apply pending schema migrations."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Release connections/threads; idempotent."""
+
+    @abc.abstractmethod
+    async def schema_version(self) -> int:
+        """The applied schema version."""

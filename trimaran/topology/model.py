@@ -1,0 +1,300 @@
+"""The topology model (TOP-1): sites, pools, servers, back ends and timers, as frozen values.
+
+A topology is read once (`trimaran.topology.loader`), checked against the rules
+(`trimaran.topology.validator`) and then shared read-only by the CLI and every
+server process. Everything here is an immutable value: tuples instead of lists,
+enums instead of free strings, no mappings. Cross references (`Pool.site`,
+`Pool.paired_with`, `Server.site` ...) are names; `trimaran.topology.resolver`
+turns them into objects.
+
+Role-specific fields are optional so that a topology written today keeps loading
+when later roles grow: each field says which roles may set it, and the validator
+reports it when set on another role.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+DEFAULT_SIP_PORT = 5060
+DEFAULT_ADMIN_PORT = 8080
+DEFAULT_DATABASE_PORT = 5432
+
+# FE-6: the model's published figures, the defaults of `Capacity`.
+MODEL_USERS_PER_SERVER = 6660
+MODEL_USERS_PER_POOL = 80_000
+# TOP-2 limits.
+MAX_FRONTEND_SERVERS = 16
+MAX_SBAS_PER_BRANCH = 2
+MAX_CHAT_ACTIVE_SERVERS = 4
+MAX_CHAT_SERVERS = 8
+METRO_RTT_LIMIT_MS = 20.0
+
+
+class SiteKind(StrEnum):
+    """A data center (central) or a branch office (branch)."""
+
+    CENTRAL = "central"
+    BRANCH = "branch"
+
+
+class PoolRole(StrEnum):
+    """What the servers of a pool do (SPEC §1)."""
+
+    FRONTEND = "frontend"
+    DIRECTOR = "director"
+    EDGE = "edge"
+    MEDIATION = "mediation"
+    SBA = "sba"
+    CHAT = "chat"
+    WITNESS = "witness"
+
+
+class Edition(StrEnum):
+    """Front End edition: Standard (one server, embedded SQLite) or Enterprise (Back End)."""
+
+    STANDARD = "standard"
+    ENTERPRISE = "enterprise"
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """An IP address and port; `str()` gives ``127.0.0.1:5060`` or ``[::1]:5060``."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class SiteRtt:
+    """The round-trip time from a site to another site, in milliseconds."""
+
+    site: str
+    ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class Site:
+    """A data center or a branch office.
+
+    `metro` names a metropolitan area: sites sharing it are declared close enough
+    to stretch a pool across them (METRO-1) when no RTT says otherwise. `rtt_ms`
+    lists measured round-trip times to other sites.
+    """
+
+    name: str
+    kind: SiteKind = SiteKind.CENTRAL
+    metro: str | None = None
+    rtt_ms: tuple[SiteRtt, ...] = ()
+
+    def rtt_to(self, site: str) -> float | None:
+        """The declared RTT from this site to `site`, None when not declared."""
+        for entry in self.rtt_ms:
+            if entry.site == site:
+                return entry.ms
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Server:
+    """One server process: its name, its own IP address and its ports.
+
+    `site` is only set for a server of a stretched pool that lives in another site
+    than its pool's (METRO-1); otherwise the server is in its pool's site.
+    """
+
+    name: str
+    address: str
+    sip_port: int = DEFAULT_SIP_PORT
+    admin_port: int = DEFAULT_ADMIN_PORT
+    site: str | None = None
+
+    @property
+    def sip_endpoint(self) -> Endpoint:
+        """Where the server accepts SIP (UDP and TCP)."""
+        return Endpoint(self.address, self.sip_port)
+
+    @property
+    def admin_endpoint(self) -> Endpoint:
+        """Where the server's admin HTTP API listens."""
+        return Endpoint(self.address, self.admin_port)
+
+    @property
+    def admin_url(self) -> str:
+        """Base URL of the admin API, e.g. ``http://127.0.1.1:8080``."""
+        return f"http://{self.admin_endpoint}"
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseEndpoint:
+    """A Back End database instance (principal or mirror); `site` defaults to the pool's."""
+
+    address: str
+    port: int = DEFAULT_DATABASE_PORT
+    site: str | None = None
+
+    @property
+    def endpoint(self) -> Endpoint:
+        """The instance's address and port."""
+        return Endpoint(self.address, self.port)
+
+
+@dataclass(frozen=True, slots=True)
+class Witness:
+    """The Back End's witness (BE-2): a server of the topology (normally of a witness
+    pool) named by `server`, or an external one given by `address`/`port`/`site`.
+    Exactly one of `server` and `address` is set in a valid topology.
+    """
+
+    server: str | None = None
+    address: str | None = None
+    port: int | None = None
+    site: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Backend:
+    """A pool's database (BE-1): principal, optional synchronous mirror, optional witness.
+
+    `principal` is optional in the type only so that "a mirror without a principal"
+    can be reported; a valid Enterprise pool always has one.
+    """
+
+    principal: DatabaseEndpoint | None = None
+    mirror: DatabaseEndpoint | None = None
+    witness: Witness | None = None
+
+    @property
+    def scheme(self) -> str:
+        """The HA scheme, compared between paired pools: single, mirrored, mirrored+witness."""
+        if self.mirror is None:
+            return "single"
+        return "mirrored+witness" if self.witness is not None else "mirrored"
+
+
+@dataclass(frozen=True, slots=True)
+class Capacity:
+    """Users a Front End pool may carry (FE-6); defaults are the model's figures."""
+
+    users_per_server: int = MODEL_USERS_PER_SERVER
+    users_per_pool: int = MODEL_USERS_PER_POOL
+
+    def of_servers(self, count: int) -> int:
+        """Users `count` servers of the pool may carry: bounded per server and per pool."""
+        return min(self.users_per_pool, self.users_per_server * count)
+
+
+@dataclass(frozen=True, slots=True)
+class Pool:
+    """A named group of servers of one role in one site (stretched: two sites).
+
+    Role-specific fields (None or empty when unused):
+      edition           frontend (required there)
+      paired_with       frontend: the paired pool in another site (DR-1)
+      backup_registrar  frontend, sba: where users sign in when this pool is down (DR-8);
+                        for a paired pool it is the paired pool, implied when omitted
+      backend           frontend (enterprise, required there), chat
+      capacity          frontend: overrides of the FE-6 figures
+      expected_users    frontend: users planned on this pool, checked against capacity
+      edge_pool         frontend: the Edge pool relaying its media (EDGE-5)
+      next_hop          edge: the Director or Front End pool behind it (EDGE-4)
+      active_servers    chat: servers accepting connections; None means all (PC-2)
+    """
+
+    name: str
+    site: str
+    role: PoolRole
+    servers: tuple[Server, ...]
+    edition: Edition | None = None
+    paired_with: str | None = None
+    backup_registrar: str | None = None
+    backend: Backend | None = None
+    capacity: Capacity = field(default_factory=Capacity)
+    expected_users: int | None = None
+    edge_pool: str | None = None
+    next_hop: str | None = None
+    active_servers: tuple[str, ...] | None = None
+
+    @property
+    def server_names(self) -> tuple[str, ...]:
+        """Names of the pool's servers, in file order."""
+        return tuple(s.name for s in self.servers)
+
+    @property
+    def is_frontend(self) -> bool:
+        """True for a Front End pool (Standard or Enterprise)."""
+        return self.role is PoolRole.FRONTEND
+
+    def site_of(self, server: Server) -> str:
+        """The site a server of this pool lives in."""
+        return server.site if server.site is not None else self.site
+
+    @property
+    def sites(self) -> tuple[str, ...]:
+        """Every site the pool's servers live in (more than one: a stretched pool)."""
+        seen: dict[str, None] = {self.site: None}
+        for server in self.servers:
+            seen.setdefault(self.site_of(server), None)
+        return tuple(seen)
+
+    @property
+    def capacity_users(self) -> int:
+        """Users the whole pool may carry with every server up (FE-6)."""
+        return self.capacity.of_servers(len(self.servers))
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Deployment-wide timers, validated together (no silent adjustment).
+
+    registration_*_expires   Min-Expires, default and maximum registration expiry (s)
+    failure_detection_seconds how long peers take to declare a server dead (FE-3)
+    heartbeat_seconds         interval of heartbeats between servers of a pool
+    keepalive_seconds         CRLF keepalive interval on client flows (RFC 5626)
+    resiliency_failover_seconds  home pool silent this long: backup registrar accepts (DR-8)
+    resiliency_fallback_seconds  home pool healthy this long: users sent back (DR-8)
+    """
+
+    registration_min_expires: int = 60
+    registration_default_expires: int = 600
+    registration_max_expires: int = 3600
+    failure_detection_seconds: float = 10.0
+    heartbeat_seconds: float = 2.0
+    keepalive_seconds: float = 10.0
+    resiliency_failover_seconds: float = 10.0
+    resiliency_fallback_seconds: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Topology:
+    """A whole deployment: its SIP domain, sites, pools and settings.
+
+    `federation_route` is the Edge pool outbound federation goes through (EDGE-3).
+    Users are not part of the topology; they live in the store.
+    """
+
+    name: str
+    sip_domain: str
+    sites: tuple[Site, ...]
+    pools: tuple[Pool, ...]
+    settings: Settings = field(default_factory=Settings)
+    federation_route: str | None = None
+
+    @property
+    def servers(self) -> tuple[Server, ...]:
+        """Every server of every pool, in file order."""
+        return tuple(s for p in self.pools for s in p.servers)
+
+
+def parse_ip(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address as an IP address object, None when it is not an IP literal."""
+    try:
+        return ipaddress.ip_address(address)
+    except ValueError:
+        return None
