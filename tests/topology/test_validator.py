@@ -210,17 +210,17 @@ def test_a_deployment_needs_a_front_end_pool() -> None:
 
 
 def test_role_specific_fields_only_on_their_roles_and_front_ends_need_an_edition() -> None:
-    text = SINGLE + textwrap.dedent("""\
-      - name: dir1
-        site: dc1
-        role: director
-        edition: standard
-        paired_with: se1
-        capacity: {users_per_pool: 10}
-        next_hop: se1
-        servers: [{name: dir1a, address: 127.0.1.5}]
-      - {name: fe2, site: dc1, role: frontend, servers: [{name: fe2, address: 127.0.1.6}]}
-    """)
+    text = SINGLE + (
+        "  - name: dir1\n"
+        "    site: dc1\n"
+        "    role: director\n"
+        "    edition: standard\n"
+        "    paired_with: se1\n"
+        "    capacity: {users_per_pool: 10}\n"
+        "    next_hop: se1\n"
+        "    servers: [{name: dir1a, address: 127.0.1.5}]\n"
+        "  - {name: fe2, site: dc1, role: frontend, servers: [{name: fe2, address: 127.0.1.6}]}\n"
+    )
     assert found(text) == {
         ("pools[1].edition", "error"), ("pools[1].paired_with", "error"),
         ("pools[1].capacity", "error"), ("pools[1].next_hop", "error"),
@@ -419,7 +419,10 @@ def test_a_witness_in_the_principals_or_mirrors_site_is_a_warning() -> None:
 
 
 def test_a_witness_is_a_witness_server_or_an_address_with_a_port() -> None:
-    assert found(_mirrored("{server: fe1a}")) == {("pools[0].backend.witness.server", "error")}
+    assert found(_mirrored("{server: fe1a}")) == {
+        ("pools[0].backend.witness.server", "error"),
+        ("pools[0].backend.witness", "warning"),  # and fe1a is in the principal's site
+    }
     assert found(_mirrored("{server: w1, port: 7000}")) == {("pools[0].backend.witness", "error")}
     assert found(_mirrored("{address: 127.0.9.2}")) == {("pools[0].backend.witness.port", "error")}
     assert found(_mirrored("{site: w}")) == {("pools[0].backend.witness", "error")}
@@ -650,7 +653,7 @@ pools:
     edition: standard
     paired_with: fe2
     backup_registrar: se1
-    expected_users: 7000
+    expected_users: 14000
     servers: [{name: se1, address: 127.0.1.1, colour: red}, {name: se1b, address: localhost}]
   - name: fe2
     site: dc1

@@ -122,7 +122,8 @@ def user_add(uri: str, password: str, pool: str | None, number: str | None,
             await store.users.add(User(aor.aor, home, display_name, number), creds,
                                   now=time.time())
         except Conflict:
-            fail(f"user {aor.aor} already exists (or number {number} is taken)")
+            taken = f" (or number {number} is taken)" if number else ""
+            fail(f"user {aor.aor} already exists{taken}")
 
     with_store(pool_store(run, topology, home), add)
     click.echo(f"user {aor.aor} added to pool {home}")

@@ -217,11 +217,11 @@ class UserAgent:
     async def register(self, expires: int | None = None) -> Response:
         """REGISTER our contact (trying the servers in order); refresh it while registered."""
         expires = self.config.expires if expires is None else expires
-        exchange = await self.transact(self._register_request(expires), failover=True)
+        exchange = await self.transact(self.register_request(expires), failover=True)
         response = exchange.response
         minimum = (response.headers.get("Min-Expires") or "").strip()
         if response.status == 423 and minimum.isdigit():
-            exchange = await self.transact(self._register_request(max(int(minimum), expires)),
+            exchange = await self.transact(self.register_request(max(int(minimum), expires)),
                                            failover=True)
             response = exchange.response
         if 200 <= response.status < 300 and expires > 0:
@@ -236,7 +236,8 @@ class UserAgent:
             self.registered.clear()
         return response
 
-    def _register_request(self, expires: int) -> Request:
+    def register_request(self, expires: int) -> Request:
+        """A REGISTER of our contact for `expires` seconds (not yet sent)."""
         self._reg_cseq += 1
         registrar = URI("sip", None, None, self.aor.host)
         aor = NameAddr(self.aor, self.config.display_name)

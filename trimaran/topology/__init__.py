@@ -4,12 +4,10 @@
     violations = validate_file("deployment.yaml")     # never raises; all violations
     Resolver(topology).servers_of("fe1")
 
-The example topologies shipped with Trimaran are in `EXAMPLES_DIR`.
+Example topologies are in the repository's top-level ``examples/`` directory.
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 from trimaran.topology.errors import (
     Severity,
@@ -52,16 +50,7 @@ from trimaran.topology.validator import (
     validate_text,
 )
 
-EXAMPLES_DIR = Path(__file__).parent / "examples"
-
-
-def example_path(name: str) -> Path:
-    """Path of a shipped example topology, e.g. ``example_path("standard-pair")``."""
-    return EXAMPLES_DIR / f"{name}.yaml"
-
-
 __all__ = [
-    "EXAMPLES_DIR",
     "MAX_TOPOLOGY_BYTES",
     "RULES",
     "Backend",
@@ -85,7 +74,6 @@ __all__ = [
     "UnknownNameError",
     "Violation",
     "Witness",
-    "example_path",
     "format_violations",
     "has_errors",
     "load_topology",

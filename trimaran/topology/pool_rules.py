@@ -203,11 +203,11 @@ def check_director_collocation(facts: Facts) -> Iterator[Violation]:
         ip = parse_ip(ps.server.address)
         if ps.pool.role is not DIR or ip is None:
             continue
-        for other_ip, what in others:
-            if other_ip == ip:
-                yield error(f"{ps.path}.address",
-                            f"Director server {ps.server.name} shares {ps.server.address} with "
-                            f"{what}; a Director is not collocated with another role")
+        shared = [what for other_ip, what in others if other_ip == ip]
+        if shared:
+            yield error(f"{ps.path}.address",
+                        f"Director server {ps.server.name} shares {ps.server.address} with "
+                        f"{', '.join(shared)}; a Director is not collocated with another role")
 
 
 def check_chat_servers(facts: Facts) -> Iterator[Violation]:
