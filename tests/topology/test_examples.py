@@ -6,15 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.topology import EXAMPLES_DIR, example_path
 from trimaran.topology import Edition, PoolRole, load_validated, validate_file
 
-EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
 EXAMPLES = sorted(EXAMPLES_DIR.glob("*.yaml"))
-
-
-def example_path(name: str) -> Path:
-    """A topology from the repository's examples/ directory."""
-    return EXAMPLES_DIR / f"{name}.yaml"
 
 
 def test_the_three_examples_are_shipped() -> None:

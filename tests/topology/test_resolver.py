@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.topology import example_path
 from trimaran.topology import (
     Endpoint,
     PoolRole,
@@ -13,7 +14,6 @@ from trimaran.topology import (
     load_validated,
     parse_topology,
 )
-from tests.topology.test_examples import example_path
 
 
 @pytest.fixture

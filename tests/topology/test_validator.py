@@ -67,7 +67,7 @@ def test_helpers_build_valid_topologies() -> None:
     assert check(HEAD + "sites: [{name: dc1}]\npools:\n" + ee("fe1", "dc1", 1, 3)) == []
 
 
-# --- names and addresses -------------------------------------------------------------------
+# --- names and addresses -------------------------------------------------------------------------
 
 
 def test_names_must_be_host_name_like() -> None:
@@ -145,7 +145,7 @@ def test_ipv6_addresses_are_compared_as_addresses_not_strings() -> None:
     assert ("pools[1].servers[0].sip_port", "error") in found(text)
 
 
-# --- references ----------------------------------------------------------------------------
+# --- references ----------------------------------------------------------------------------------
 
 
 def test_unknown_references_are_errors_at_the_referring_field() -> None:
@@ -180,7 +180,7 @@ def test_unknown_references_are_errors_at_the_referring_field() -> None:
     assert message(text, "pools[0].paired_with") == "unknown pool 'fe9'"
 
 
-# --- sites ----------------------------------------------------------------------------------
+# --- sites ---------------------------------------------------------------------------------------
 
 
 def test_site_rtts_are_to_other_sites_non_negative_and_consistent() -> None:
@@ -201,7 +201,7 @@ def test_an_sba_belongs_in_a_branch_and_a_front_end_in_a_central_site() -> None:
     assert found(text) == {("pools[0].site", "error"), ("pools[1].site", "error")}
 
 
-# --- pools -----------------------------------------------------------------------------------
+# --- pools ---------------------------------------------------------------------------------------
 
 
 def test_a_deployment_needs_a_front_end_pool() -> None:
@@ -291,7 +291,7 @@ def test_chat_pool_at_most_8_servers_and_4_active() -> None:
     }
 
 
-# --- pairing and backup registrars (DR-1, DR-8) ----------------------------------------------------
+# --- pairing and backup registrars (DR-1, DR-8) --------------------------------------------------
 
 
 def test_pairing_must_be_reciprocal_and_one_to_one() -> None:
@@ -384,13 +384,17 @@ def test_edition_decides_whether_a_back_end_is_needed() -> None:
     assert found(text) == {("pools[0].backend", "error"), ("pools[1].backend", "error")}
 
 
+WITNESS_POOL = ("  - {name: wit, site: w, role: witness,"
+                " servers: [{name: w1, address: 127.0.9.1}]}\n")
+
+
 def test_a_mirror_needs_a_principal_and_a_witness_needs_a_mirror() -> None:
     text = (HEAD + "sites: [{name: dc1}, {name: w}]\npools:\n"
             + ee("fe1", "dc1", 1).replace("{principal: {address: 127.0.1.21}}",
                                           "{mirror: {address: 127.0.1.22}}")
             + ee("fe2", "dc1", 2).replace("127.0.2.21}}",
                                           "127.0.2.21}, witness: {server: w1}}")
-            + "  - {name: wit, site: w, role: witness, servers: [{name: w1, address: 127.0.9.1}]}\n")
+            + WITNESS_POOL)
     assert found(text) == {("pools[0].backend.mirror", "error"),
                            ("pools[1].backend.witness", "error")}
     assert message(text, "pools[0].backend.mirror") == "a mirror without a principal"
@@ -403,8 +407,7 @@ def _mirrored(witness: str, extra_pools: str = "") -> str:
         f"{{principal: {{address: 127.0.1.21}}, mirror: {{address: 127.0.2.21, site: dc2}},"
         f"\n              witness: {witness}}}")
     return (HEAD + "sites: [{name: dc1}, {name: dc2}, {name: w}]\npools:\n" + fe1
-            + "  - {name: wit, site: w, role: witness, servers: [{name: w1, address: 127.0.9.1}]}\n"
-            + extra_pools)
+            + WITNESS_POOL + extra_pools)
 
 
 def test_a_witness_in_a_third_site_is_fine() -> None:
@@ -428,12 +431,13 @@ def test_a_witness_is_a_witness_server_or_an_address_with_a_port() -> None:
     assert found(_mirrored("{site: w}")) == {("pools[0].backend.witness", "error")}
 
 
-# --- Edge (EDGE-3..5) ---------------------------------------------------------------------------------
+# --- Edge (EDGE-3..5) ----------------------------------------------------------------------------
 
 
 def test_edge_next_hop_edge_pool_and_federation_route_point_at_the_right_roles() -> None:
     text = (SINGLE.replace("edition: standard,", "edition: standard, edge_pool: med1,")
-            + "  - {name: edge1, site: dc1, role: edge, servers: [{name: e1, address: 127.0.1.50}]}\n"
+            + "  - {name: edge1, site: dc1, role: edge,\n"
+            + "     servers: [{name: e1, address: 127.0.1.50}]}\n"
             + "  - {name: edge2, site: dc1, role: edge, next_hop: med1,\n"
             + "     servers: [{name: e2, address: 127.0.1.51}]}\n"
             + "  - {name: med1, site: dc1, role: mediation,"
@@ -445,7 +449,7 @@ def test_edge_next_hop_edge_pool_and_federation_route_point_at_the_right_roles()
     }
 
 
-# --- stretched pools (METRO-1) -------------------------------------------------------------------------
+# --- stretched pools (METRO-1) -------------------------------------------------------------------
 
 
 def _stretched(sites: str, far: str = "dc2", role: str = "frontend") -> str:
@@ -457,8 +461,8 @@ def _stretched(sites: str, far: str = "dc2", role: str = "frontend") -> str:
 
 def test_a_stretched_pool_within_the_metro_rtt_limit_is_fine() -> None:
     ok = _stretched("{name: dc1, rtt_ms: {dc2: 20}}, {name: dc2}").replace(
-        "role: frontend,", "role: frontend, edition: enterprise,").replace(
-        "servers: [{name: fe1a", "backend: {principal: {address: 127.0.1.21}}, servers: [{name: fe1a")
+        "role: frontend,",
+        "role: frontend, edition: enterprise, backend: {principal: {address: 127.0.1.21}},")
     assert check(ok) == []
     same_metro = ok.replace("{name: dc1, rtt_ms: {dc2: 20}}, {name: dc2}",
                             "{name: dc1, metro: m}, {name: dc2, metro: m}")
@@ -482,7 +486,7 @@ def test_chat_pools_span_data_centers_by_design() -> None:
     assert check(_stretched("{name: dc1}, {name: dc2}", role="chat")) == []
 
 
-# --- sizing (FE-6) ------------------------------------------------------------------------------------------
+# --- sizing (FE-6) -------------------------------------------------------------------------------
 
 
 def test_expected_users_beyond_server_capacity_is_an_error() -> None:
@@ -531,7 +535,7 @@ def test_each_paired_pool_must_carry_both_pools_users() -> None:
     assert check(fits) == []
 
 
-# --- settings --------------------------------------------------------------------------------------------------
+# --- settings ------------------------------------------------------------------------------------
 
 
 def test_default_settings_are_consistent() -> None:
@@ -570,7 +574,7 @@ def test_timers_must_be_positive() -> None:
                            ("settings.resiliency_fallback_seconds", "error")}
 
 
-# --- a full deployment, many violations at once, reporting ---------------------------------------------------
+# --- a full deployment, many violations at once, reporting ---------------------------------------
 
 FULL = """\
 name: full
@@ -663,7 +667,8 @@ pools:
     backend: {mirror: {address: 127.0.1.22}}
   - {name: dir1, site: dc9, role: director, servers: [{name: d1, address: 127.0.1.1, sip_port: 5070,
      admin_port: 8070}]}
-  - {name: sba1, site: b1, role: sba, backup_registrar: dir1, servers: [{name: s1, address: 127.0.3.1}]}
+  - {name: sba1, site: b1, role: sba, backup_registrar: dir1,
+     servers: [{name: s1, address: 127.0.3.1}]}
 settings: {failure_detection_seconds: 90}
 """
 

@@ -401,16 +401,11 @@ def test_arbitrary_bytes_raise_only_sip_parse_error(data: bytes, draw: st.DataOb
     check_stream(data, chunk_splits(draw, len(data)))
 
 
-SIP_INSERTS = (
-    [b"\r\n", b"\r", b"\n", b":", b'"', b"<", b">", b",", b";", b" ", b"\t", b"\\", b"%",
-     b"@", b"?", b"=", b"*", b"/", b"[", b"]", b"\x00", b"\xff", b"\xc3", "\u00b2".encode(),
-     "\u0663".encode(), b"\r\n ", b"\r\n\r\n", b"SIP/2.0", b"Content-Length: 5", b"l:",
-     b"sip:", b"tel:", b"rport", b";branch=", b"*"])
-WEIRD_NUMBERS = ["9" * 11, "4294967296", "65536", "256", "0", "1" + "0" * 5000, "0" * 30 + "7",
-                 "-1", "+5", "1.5", "1e3", "\u00b2", "\u0663", "\uff11", "12\u00b2", " 7 "]
-STRUCTURAL = frozenset(b"0123456789=:;,<>\"@ \t/?")
-
-
+SIP_INSERTS = [
+    b"\r\n", b"\r", b"\n", b":", b'"', b"<", b">", b",", b";", b" ", b"\t", b"\\", b"%",
+    b"@", b"?", b"=", b"*", b"/", b"[", b"]", b"\x00", b"\xff", b"\xc3", "\u00b2".encode(),
+    "\u0663".encode(), b"\r\n ", b"\r\n\r\n", b"SIP/2.0", b"Content-Length: 5", b"l:",
+    b"sip:", b"tel:", b"rport", b";branch=", b"*"]
 WEIRD_NUMBERS = ["9" * 11, "4294967296", "65536", "256", "0", "1" + "0" * 5000, "0" * 30 + "7",
                  "-1", "+5", "1.5", "1e3", "\u00b2", "\u0663", "\uff11", "12\u00b2", " 7 "]
 STRUCTURAL = frozenset(b"0123456789=:;,<>\"@ \t/?")
