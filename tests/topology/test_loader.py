@@ -7,6 +7,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from trimaran.topology import (
     MAX_TOPOLOGY_BYTES,
@@ -19,6 +22,7 @@ from trimaran.topology import (
     load_topology,
     parse_topology,
     read_topology,
+    validate_text,
 )
 
 MINIMAL = """\
@@ -360,3 +364,60 @@ def test_read_topology_keeps_the_model_when_only_unknown_keys_are_wrong() -> Non
 def test_read_topology_has_no_model_when_a_value_is_wrong() -> None:
     result = read_topology("<t>", text=MINIMAL + "        sip_port: x\n")
     assert result.topology is None
+
+
+# --- fuzz: only TopologyError escapes ------------------------------------------------------
+
+
+_names = st.sampled_from(["dc1", "dc2", "b1", "se1", "se2", "fe1", "x", "", "a b"])
+_scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(-5, 70_000), st.floats(allow_nan=True), _names,
+    st.sampled_from(["127.0.1.1", "::1", "0.0.0.0", "frontend", "enterprise", "branch"]),
+)
+_servers = st.lists(st.fixed_dictionaries(
+    {"name": _names, "address": _scalars},
+    optional={"sip_port": _scalars, "admin_port": _scalars, "site": _names},
+), max_size=3)
+_backend = st.fixed_dictionaries({}, optional={
+    "principal": st.fixed_dictionaries({"address": _scalars}, optional={"site": _names}),
+    "mirror": st.fixed_dictionaries({"address": _scalars}),
+    "witness": st.fixed_dictionaries({}, optional={"server": _names, "address": _scalars,
+                                                   "port": _scalars, "site": _names}),
+})
+_pools = st.lists(st.fixed_dictionaries(
+    {"name": _names, "site": _names,
+     "role": st.sampled_from(["frontend", "director", "edge", "sba", "chat", "witness"]),
+     "servers": _servers},
+    optional={"edition": st.sampled_from(["standard", "enterprise"]), "paired_with": _names,
+              "backup_registrar": _names, "backend": _backend, "next_hop": _names,
+              "expected_users": _scalars, "active_servers": st.lists(_names, max_size=5),
+              "capacity": st.fixed_dictionaries({}, optional={"users_per_server": _scalars})},
+), max_size=4)
+_documents = st.fixed_dictionaries(
+    {"name": _names, "sip_domain": st.sampled_from(["trimaran.test", "x", "-"]),
+     "sites": st.lists(st.fixed_dictionaries(
+         {"name": _names},
+         optional={"kind": st.sampled_from(["central", "branch"]), "metro": _names,
+                   "rtt_ms": st.dictionaries(_names, _scalars, max_size=2)}), max_size=3),
+     "pools": _pools},
+    optional={"settings": st.dictionaries(
+        st.sampled_from(["failure_detection_seconds", "heartbeat_seconds",
+                         "registration_min_expires", "bogus"]), _scalars, max_size=3),
+        "federation_route": _names},
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(_documents)
+def test_any_structured_document_gives_violations_never_a_crash(document: object) -> None:
+    violations = validate_text(yaml.safe_dump(document))
+    assert all(isinstance(v, Violation) for v in violations)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=300))
+def test_any_text_loads_or_raises_topology_error(text: str) -> None:
+    try:
+        parse_topology(text)
+    except TopologyError as exc:
+        assert exc.violations

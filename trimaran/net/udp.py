@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 import logging
 from collections.abc import Callable
 from typing import cast
@@ -26,6 +28,9 @@ logger = logging.getLogger(__name__)
 Deliver = Callable[[Message, Flow], None]
 
 
+UDP_RECEIVE_BUFFER = 4 * 1024 * 1024
+
+
 class UdpEndpoint(asyncio.DatagramProtocol):
     """One listening UDP socket: parses every datagram and hands messages to `deliver`."""
 
@@ -42,6 +47,12 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         # (3.11's selector datagram transport does not subclass DatagramTransport)
         self._transport = cast(asyncio.DatagramTransport, transport)
         self.local = host_port(self._transport.get_extra_info("sockname"))
+        sock = self._transport.get_extra_info("socket")
+        if sock is not None:
+            # Bursts of datagrams (a flood, a registration storm after a failover) must
+            # queue in the kernel rather than be dropped; the kernel caps the request.
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RECEIVE_BUFFER)
         logger.info("listening on udp %s:%d", *self.local)
 
     def connection_lost(self, exc: Exception | None) -> None:

@@ -25,6 +25,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from types import MappingProxyType
 from typing import Any, TypeVar
 
 import yaml
@@ -191,8 +192,9 @@ def _parse_yaml(text: str, ctx: _Context) -> object:
     if len(text.encode("utf-8", "surrogatepass")) > MAX_TOPOLOGY_BYTES:
         ctx.report("", f"topology is larger than {MAX_TOPOLOGY_BYTES} bytes")
         return _INVALID
-    loader = _NoAliasLoader(text)
+    loader: _NoAliasLoader | None = None
     try:
+        loader = _NoAliasLoader(text)  # the reader already rejects unprintable characters
         node = loader.get_single_node()
         if node is None:
             ctx.report("", "topology is empty")
@@ -211,7 +213,8 @@ def _parse_yaml(text: str, ctx: _Context) -> object:
     except RecursionError:
         ctx.report("", "YAML is nested too deeply")
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     ctx.fatal = True
     return _INVALID
 
@@ -490,7 +493,7 @@ def read_topology(source: str | os.PathLike[str], *, text: str | None = None) ->
         data = _parse_yaml(text, ctx)
         if not isinstance(data, _Invalid):
             topology = _topology(ctx, data)
-    return LoadResult(name, topology, tuple(ctx.violations), dict(ctx.lines))
+    return LoadResult(name, topology, tuple(ctx.violations), MappingProxyType(dict(ctx.lines)))
 
 
 def parse_topology(text: str, source: str = "<text>") -> Topology:

@@ -7,11 +7,13 @@ its credentials are valid *and* name the user in From (no spoofing another user)
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from trimaran.sip import digest
 from trimaran.sip.errors import SipParseError
 from trimaran.sip.message import Request
+from trimaran.sip.uri import URI
 from trimaran.store.base import Store
 
 
@@ -29,8 +31,12 @@ class AuthOutcome:
 class RequestAuthenticator:
     """Checks digest credentials of requests against the store's HA1s."""
 
-    def __init__(self, store: Store, realm: str, secret: bytes, nonce_ttl: float) -> None:
+    def __init__(self, store: Store, realm: str, secret: bytes, nonce_ttl: float,
+                 algorithms: tuple[str, ...] = ("SHA-256", "MD5"), *,
+                 names_this_server: Callable[[URI], bool] = lambda _uri: False) -> None:
         self.realm = realm
+        self.algorithms = algorithms
+        self._names_this_server = names_this_server
         self._store = store
         self._digest = digest.DigestAuthenticator(realm, secret, nonce_ttl)
 
@@ -57,9 +63,10 @@ class RequestAuthenticator:
         lookup = {}
         if record is not None:
             lookup = {"MD5": record.ha1_md5, "SHA-256": record.ha1_sha256}
+        if not self._uri_acceptable(creds.uri, request):
+            return AuthOutcome(None, 400, "Digest uri does not match the Request-URI")
         result = self._digest.verify(creds, method=request.method, now=now,
-                                     lookup_ha1=lambda _u, alg: lookup.get(alg),
-                                     request_uri=str(request.uri))
+                                     lookup_ha1=lambda _u, alg: lookup.get(alg))
         if result.stale:
             return self._challenge(is_register, now, stale=True)
         if not result.ok or record is None:
@@ -69,8 +76,19 @@ class RequestAuthenticator:
             return AuthOutcome(None, 403, "Credentials do not match the identity claimed")
         return AuthOutcome(record.aor)
 
+    def _uri_acceptable(self, digest_uri: str, request: Request) -> bool:
+        """RFC 2617 §3.2.2.5: the digest-uri names the request's target. Clients that
+        put this server's own address there (SIPp's default) are accepted too."""
+        if digest_uri == str(request.uri):
+            return True
+        try:
+            return self._names_this_server(URI.parse(digest_uri))
+        except SipParseError:
+            return False
+
     def _challenge(self, is_register: bool, now: float, *, stale: bool) -> AuthOutcome:
-        challenges = tuple(str(c) for c in self._digest.challenge(now, stale=stale))
+        challenges = tuple(str(c) for c in self._digest.challenge(
+            now, algorithms=self.algorithms, stale=stale))
         if is_register:
             return AuthOutcome(None, 401, "Unauthorized", challenges, "WWW-Authenticate")
         return AuthOutcome(None, 407, "Proxy Authentication Required", challenges,

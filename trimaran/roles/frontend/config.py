@@ -37,6 +37,9 @@ class FrontEndConfig:
     timers: TimerConfig = field(default_factory=TimerConfig)
     limits: Limits = DEFAULT_LIMITS
     admin_token: str | None = None
+    # Digest algorithms offered, preferred first (RFC 8760 §2.4). Some clients only read
+    # the first challenge; deployments with MD5-only clients may put MD5 first.
+    digest_algorithms: tuple[str, ...] = ("SHA-256", "MD5")
 
     def __post_init__(self) -> None:
         problems = []
@@ -48,6 +51,9 @@ class FrontEndConfig:
             problems.append("ports: must be within 0..65535")
         if self.housekeeping_interval <= 0:
             problems.append("housekeeping_interval: must be > 0")
+        if not self.digest_algorithms or \
+                not set(self.digest_algorithms) <= {"SHA-256", "MD5"}:
+            problems.append("digest_algorithms: a non-empty choice of SHA-256 and MD5")
         if self.max_fork < 1:
             problems.append("max_fork: must be >= 1")
         if problems:

@@ -61,7 +61,9 @@ class FrontEndServer:
             on_request=self._on_request, timers=config.timers,
             transport_config=TransportConfig(limits=config.limits),
             on_flow_closed=self._on_flow_closed)
-        self.auth = RequestAuthenticator(store, config.domain, config.secret, config.nonce_ttl)
+        self.auth = RequestAuthenticator(store, config.domain, config.secret, config.nonce_ttl,
+                                         config.digest_algorithms,
+                                         names_this_server=self._is_this_server)
         self.proxy = Proxy(self.endpoint, config.secret)
         self.presence = PresenceService(
             self.endpoint, store, server=config.server, wall_clock=wall_clock,
@@ -76,6 +78,7 @@ class FrontEndServer:
         self._housekeeping: asyncio.Task[None] | None = None
         self._started_at = 0.0
         self._contact_flows: dict[str, str] = {}   # contact URI -> local flow id
+        self._outbound: dict[str, set[tuple[str, str]]] = {}  # flow id -> {(aor, key)}
         self._bindings_count = 0
         self._store_ok = True
         self.admin_address: tuple[str, int] | None = None
@@ -177,6 +180,11 @@ class FrontEndServer:
         self._reply(incoming, outcome.status, outcome.reason, headers=headers)
         return None
 
+    def _is_this_server(self, uri: URI) -> bool:
+        """True when `uri` is this server's own SIP address (no user part)."""
+        host, port = self.sip_address
+        return uri.user is None and uri.host == host and (uri.port or 5060) == port
+
     def _is_local(self, uri: URI) -> bool:
         """True when `uri` names our domain or this server."""
         if uri.scheme == "tel":
@@ -217,6 +225,8 @@ class FrontEndServer:
                     self._contact_flows.pop(old.contact, None)
             for binding in plan.upsert:
                 self._contact_flows[binding.contact] = binding.flow_id
+                if binding.reg_id is not None and incoming.flow.reliable:
+                    self._outbound.setdefault(binding.flow_id, set()).add((user, binding.key))
         headers = contact_headers(bindings, now)
         headers.add("Date", time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(now)))
         self._reply(incoming, 200, headers=headers)
@@ -269,15 +279,14 @@ class FrontEndServer:
         return user.aor if user is not None and user.enabled else None
 
     def _target_for(self, binding: Binding) -> Target:
+        """Where a request for `binding` goes: back over the client's flow when it is an
+        RFC 5626 outbound binding or a live connection, else to the Contact (§16.5)."""
         contact = URI.parse(binding.contact)
-        via: Address | Flow
         flow = self.endpoint.transport.flow(binding.flow_id) \
             if binding.server == self.config.server and binding.flow_id else None
-        if flow is not None:
-            via = flow
-        else:
-            via = uri_address(contact, binding.source.split(":", 1)[0] or "udp")
-        return Target(contact, via)
+        if flow is not None and (binding.reg_id is not None or flow.reliable):
+            return Target(contact, flow)
+        return Target(contact, uri_address(contact, "udp"))  # RFC 3263 §4.1: UDP unless named
 
     def _reach_flow(self, flow: Flow, remote_target: str) -> Address | Flow:
         """How to send a request to a UA we hold a dialog with (NOTIFY)."""
@@ -386,18 +395,26 @@ class FrontEndServer:
         await self.presence.notify_all(owner)
 
     def _on_flow_closed(self, flow: Flow, reason: str) -> None:
-        # RFC 5626 §5.2: bindings registered over a flow that failed are no longer valid.
-        gone = [c for c, f in self._contact_flows.items() if f == flow.id]
-        if gone:
-            self._spawn(self._drop_flow_bindings(gone, flow, reason))
+        for contact in [c for c, f in self._contact_flows.items() if f == flow.id]:
+            del self._contact_flows[contact]
+        outbound = self._outbound.pop(flow.id, None)
+        if outbound:
+            self._spawn(self._drop_flow_bindings(outbound, flow, reason))
 
-    async def _drop_flow_bindings(self, contacts: list[str], flow: Flow, reason: str) -> None:
-        log.info("flow %s closed (%s): dropping %d binding(s)", flow.id, reason, len(contacts))
-        for contact in contacts:
-            self._contact_flows.pop(contact, None)
-        # The store is the authority: bindings with this flow id on this server go.
-        removed = await self.store.bindings.purge_flow(self.config.server, flow.id)
-        log.debug("%d binding(s) purged for flow %s", removed, flow.id)
+    async def _drop_flow_bindings(self, bindings: set[tuple[str, str]], flow: Flow,
+                                  reason: str) -> None:
+        """RFC 5626 §5.2: outbound bindings registered over a failed flow are invalid."""
+        log.info("flow %s closed (%s): dropping %d outbound binding(s)", flow.id, reason,
+                 len(bindings))
+        now = self.wall_clock()
+        for aor in sorted({aor for aor, _ in bindings}):
+            keys = [key for a, key in bindings if a == aor]
+            before = await self.store.bindings.for_aor(aor, now=now)
+            current = [b for b in before if b.key in keys and b.flow_id == flow.id]
+            after = await self.store.bindings.apply(aor, upsert=(), remove=[b.key for b in current],
+                                                    now=now)
+            if before and not after:
+                self.presence.schedule_notify(aor)
 
     async def _housekeeping_loop(self) -> None:
         while True:
