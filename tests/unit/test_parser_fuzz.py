@@ -349,11 +349,11 @@ def exercise(message: Message) -> None:
             continue
         for item in value if isinstance(value, list) else [value]:
             if isinstance(item, Via):
-                str(item), item.branch, item.received, item.rport, item.wants_rport  # noqa: B018
+                str(item), item.branch, item.received, item.rport, item.wants_rport
             elif isinstance(item, NameAddr):
-                str(item), item.tag, item.uri.aor, item.uri.transport  # noqa: B018
+                str(item), item.tag, item.uri.aor, item.uri.transport
     if isinstance(message, Request):
-        str(message.uri), message.uri.aor  # noqa: B018
+        str(message.uri), message.uri.aor
 
 
 def check_datagram(data: bytes) -> None:

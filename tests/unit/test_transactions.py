@@ -294,7 +294,7 @@ def test_responding_twice_with_a_final_response_is_an_impossible_transition() ->
     pair.send(make_request("MESSAGE"))
     pair.respond(200, now=0.0)
     txn = pair.new_server_transaction()
-    with pytest.raises(TransactionError, match="completed.*tu_final"):
+    with pytest.raises(TransactionError, match=r"completed.*tu_final"):
         pair.server.respond(txn, Response.for_request(txn.request, 404), 0.1)
 
 

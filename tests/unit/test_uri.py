@@ -208,7 +208,7 @@ class TestRejectedUris:
     @pytest.mark.parametrize("text", ["<sip:user@example.com>", "example.com", "",
                                       ":nothing", "1sip:a@b", "s p:a@b"])
     def test_text_that_is_not_a_uri_gets_400(self, text: str) -> None:
-        """RFC 4475 §3.1.2.6: a Request-URI in angle brackets is a 400, not a 416."""
+        """RFC 4475 §3.1.2.7: a Request-URI in angle brackets is a 400, not a 416."""
         with pytest.raises(SipParseError) as info:
             URI.parse(text)
         assert info.value.status_hint == 400
@@ -223,7 +223,7 @@ class TestRejectedUris:
         'sip:"bob"@example.com', "sip:<bob>@example.com",
     ])
     def test_whitespace_quotes_and_brackets_are_not_allowed(self, text: str) -> None:
-        """RFC 4475 §3.1.2.7: LWS inside a URI is illegal."""
+        """RFC 4475 §3.1.2.8: LWS inside a URI is illegal."""
         with pytest.raises(SipParseError) as info:
             URI.parse(text)
         assert info.value.status_hint == 400

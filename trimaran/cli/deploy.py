@@ -22,10 +22,9 @@ from trimaran.deploy.supervisor import (
     wait_exit,
     wait_healthy,
 )
-from trimaran.topology.errors import TopologyError
 from trimaran.topology.loader import load_topology
 from trimaran.topology.model import Edition, PoolRole, Topology
-from trimaran.topology.validator import format_violations, has_errors, validate
+from trimaran.topology.validator import format_violations, has_errors, validate_file
 
 START_TIMEOUT = 30.0
 
@@ -46,16 +45,10 @@ def runnable(topology: Topology) -> list[ServerState]:
 
 def load_valid(file: str) -> Topology:
     """Load and validate a topology, refusing with every violation listed."""
-    try:
-        topology = load_topology(file)
-        violations = validate(topology)
-    except TopologyError as exc:
-        fail(f"{file} is not a valid topology:\n{format_violations(list(exc.violations))}")
-    except OSError as exc:
-        fail(f"cannot read {file}: {exc.strerror}")
+    violations = validate_file(file)
     if has_errors(violations):
         fail(f"{file} is not a valid topology:\n{format_violations(violations)}")
-    return topology
+    return load_topology(file)
 
 
 def log_tail(rundir: RunDir, server: str, lines: int = 15) -> str:

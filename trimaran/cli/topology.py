@@ -7,9 +7,7 @@ import sys
 import click
 
 from trimaran.cli.common import echo_json, json_option
-from trimaran.topology.errors import TopologyError
-from trimaran.topology.loader import load_topology
-from trimaran.topology.validator import format_violations, has_errors, validate
+from trimaran.topology.validator import format_violations, has_errors, validate_file
 
 
 @click.group()
@@ -22,15 +20,10 @@ def topology() -> None:
 @json_option
 def validate_cmd(file: str, as_json: bool) -> None:
     """Check FILE against every rule; list all violations (exit 1 on errors)."""
-    try:
-        violations = validate(load_topology(file))
-    except TopologyError as exc:
-        violations = list(exc.violations)
-    except OSError as exc:
-        click.echo(f"trimaran: cannot read {file}: {exc.strerror}", err=True)
-        sys.exit(1)
+    violations = validate_file(file)
     if as_json:
-        echo_json([{"path": v.path, "message": v.message, "severity": str(v.severity)}
+        echo_json([{"path": v.path, "message": v.message, "severity": str(v.severity),
+                    "line": v.line}
                    for v in violations])
     elif violations:
         click.echo(format_violations(violations), err=has_errors(violations))

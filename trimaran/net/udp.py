@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import logging
+import socket
 from collections.abc import Callable
 from typing import cast
 

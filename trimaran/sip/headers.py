@@ -199,7 +199,7 @@ class NameAddr:
                         raise SipParseError(f"bad display name {display[:60]!r}")
                     display_name = " ".join(words)
             # §25.1 LAQUOT addr-spec RAQUOT: no whitespace inside the brackets
-            # (RFC 4475 §3.1.2.13 badaspec; we reject rather than guess).
+            # (RFC 4475 §3.1.2.14 badaspec; we reject rather than guess).
             uri = _header_uri(text[lt + 1 : gt])
             params = parse_params(text[gt + 1 :]) if text[gt + 1 :].strip() else ()
             if text[gt + 1 :].strip() and not text[gt + 1 :].strip().startswith(";"):

@@ -163,7 +163,7 @@ def _parse_start_line(line: str, limits: Limits) -> Message:
             raise SipParseError(f"bad status code {status}")
         return Response(status, match.group(3) or "", Headers())
     # §7.1 Request-Line = Method SP Request-URI SP SIP-Version: exactly single spaces;
-    # extra or trailing whitespace is rejected (RFC 4475 §3.1.2.7-9 allow either choice).
+    # extra or trailing whitespace is rejected (RFC 4475 §3.1.2.9-10 allow either choice).
     parts = line.split(" ")
     if len(parts) != 3:
         raise SipParseError(f"bad request line {line[:60]!r}")
@@ -180,7 +180,7 @@ def _parse_start_line(line: str, limits: Limits) -> Message:
         raise SipParseError(f"bad request line {line[:60]!r}")
     uri = URI.parse(uri_text)
     if uri.headers:
-        # §19.1.1 Table 1: headers are not allowed in a Request-URI (RFC 4475 §3.1.2.10).
+        # §19.1.1 Table 1: headers are not allowed in a Request-URI (RFC 4475 §3.1.2.11).
         raise SipParseError("Request-URI contains headers")
     return Request(method, uri, Headers())
 
