@@ -55,7 +55,8 @@ def frontend_config(topology: Topology, rundir: RunDir, name: str) -> FrontEndCo
         secret=rundir.secret(pool.name),
         min_expires=settings.registration_min_expires,
         max_expires=settings.registration_max_expires,
-        default_expires=settings.registration_default_expires)
+        default_expires=settings.registration_default_expires,
+        digest_algorithms=settings.digest_algorithms)
 
 
 async def serve(rundir: RunDir, name: str) -> int:

@@ -435,7 +435,8 @@ def _settings(ctx: _Context, value: object, path: str) -> Settings | None:
     values: dict[str, Any] = {}
     for fd in fields:
         default = getattr(defaults, fd.name)
-        parse: _Parse[Any] = _int if isinstance(default, int) else _number
+        parse: _Parse[Any] = _str_list if isinstance(default, tuple) \
+            else _int if isinstance(default, int) else _number
         values[fd.name] = f.optional(fd.name, parse, default)
     return Settings(**values)
 

@@ -259,6 +259,8 @@ class Settings:
     keepalive_seconds         CRLF keepalive interval on client flows (RFC 5626)
     resiliency_failover_seconds  home pool silent this long: backup registrar accepts (DR-8)
     resiliency_fallback_seconds  home pool healthy this long: users sent back (DR-8)
+    digest_algorithms         digest challenges offered, preferred first (RFC 8760 §2.4);
+                              put MD5 first for clients that only read the first challenge
     """
 
     registration_min_expires: int = 60
@@ -269,6 +271,7 @@ class Settings:
     keepalive_seconds: float = 10.0
     resiliency_failover_seconds: float = 10.0
     resiliency_fallback_seconds: float = 60.0
+    digest_algorithms: tuple[str, ...] = ("SHA-256", "MD5")
 
 
 @dataclass(frozen=True, slots=True)

@@ -356,6 +356,8 @@ def check_settings(facts: Facts) -> Iterator[Violation]:
     base = "settings"
     for fd in dataclasses.fields(Settings):
         value = getattr(s, fd.name)
+        if isinstance(value, tuple):
+            continue
         if value <= 0:
             yield error(f"{base}.{fd.name}", f"{fd.name} must be positive, got {value:g}")
     if s.registration_default_expires < s.registration_min_expires:
@@ -366,6 +368,11 @@ def check_settings(facts: Facts) -> Iterator[Violation]:
         yield error(f"{base}.registration_max_expires",
                     f"maximum expiry {s.registration_max_expires} s is below the "
                     f"default {s.registration_default_expires} s")
+    allowed = {"SHA-256", "MD5"}
+    if not s.digest_algorithms or not set(s.digest_algorithms) <= allowed \
+            or len(set(s.digest_algorithms)) != len(s.digest_algorithms):
+        yield error(f"{base}.digest_algorithms",
+                    "must list SHA-256 and/or MD5, each at most once")
     if s.failure_detection_seconds >= s.registration_min_expires:
         yield error(f"{base}.failure_detection_seconds",
                     f"failure detection ({s.failure_detection_seconds:g} s) must be shorter "
