@@ -288,17 +288,19 @@ def _stream_content_length(head: bytes, limits: Limits) -> int:
 def error_response(raw: bytes, error: SipParseError) -> Response | None:
     """Best-effort response to a message that failed to parse, or None if it cannot be answered.
 
-    Requests only (a bad response is dropped), and only when Via, From, To,
-    Call-ID and CSeq can be read; the reason phrase names the problem.
+    Requests only (a bad response is dropped, §18.1.2; an ACK gets no response,
+    §17.2.1), and only when Via, From, To, Call-ID and CSeq are present; their
+    values are copied as sent (§8.2.6.2). The reason phrase names the problem.
     """
     try:
         raw = raw.lstrip(b"\r\n")
         match = _HEAD_END.search(raw)
         text = (raw[: match.start()] if match else raw).decode("utf-8", "replace")
         lines = _LINE_SPLIT.split(text)
-        first = lines[0].split(" ")
-        if len(first) != 3 or not is_token(first[0]) or first[0] == "ACK":
-            return None  # a response, an ACK (§17.2.1) or not a request line at all
+        first = lines[0].split()
+        if (len(first) < 3 or not is_token(first[0]) or first[0] == "ACK"
+                or not first[-1].upper().startswith("SIP/")):
+            return None  # a response, an ACK or not a request line at all
         fields: list[str] = []
         for line in lines[1:]:
             if line[:1] in (" ", "\t") and fields:  # §7.3.1 folding
@@ -308,16 +310,22 @@ def error_response(raw: bytes, error: SipParseError) -> Response | None:
         headers = Headers()
         for line in fields:
             name, colon, value = line.partition(":")
-            if not colon:
+            canon = canonical_name(name.strip(" \t"))
+            value = value.strip(" \t")
+            if not colon or not value or canon not in _ECHOED:
                 continue
-            canon = canonical_name(name.strip())
-            if canon in ("Via", "From", "To", "Call-ID", "CSeq"):
-                for part in split_list_value(canon, value.strip()):
-                    headers.add(canon, part)
-        for needed in ("Via", "From", "To", "Call-ID", "CSeq"):
-            if needed not in headers:
-                return None
+            try:
+                parts = split_list_value(canon, value)
+            except SipParseError:
+                parts = [value]  # unsplittable: echo it whole
+            for part in parts:
+                headers.add(canon, part)
+        if any(needed not in headers for needed in _ECHOED):
+            return None
         reason = "".join(ch for ch in error.reason if ch.isprintable())[:120]
         return Response(error.status_hint, reason or None, headers)
     except SipParseError:
         return None
+
+
+_ECHOED = ("Via", "From", "To", "Call-ID", "CSeq")
