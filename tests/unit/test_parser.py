@@ -564,6 +564,13 @@ class TestErrorResponse:
         assert response is not None
         assert response.top_via.host == "host.example.com"
 
+    def test_values_that_cannot_be_split_are_echoed_whole(self) -> None:
+        """§8.2.6.2: Via values are copied; RFC 4475 §3.1.2.1 badinv01 still gets its 400."""
+        raw = build(headers=["Via: SIP/2.0/UDP 192.0.2.15;;,;,,", *INVITE_HEADERS[1:]])
+        response = error_response(raw, parse_error(raw))
+        assert response is not None
+        assert response.headers.get_all("Via") == ["SIP/2.0/UDP 192.0.2.15;;,;,,"]
+
     def test_reason_is_made_printable(self) -> None:
         response = error_response(build(), SipParseError("bad\r\nthing\x00", 400))
         assert response is not None
@@ -583,7 +590,7 @@ class TestErrorResponse:
         build(headers=with_header(replace="Call-ID")),
         build(headers=with_header(replace="Via")),
         b"", b"\x00\xff garbage", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
-        build("INVITE sip:b@h SIP/2.0", ["Via: ,", *INVITE_HEADERS[1:]]),
+        build("INVITE sip:b@h SIP/2.0", ["Via:", *INVITE_HEADERS[1:]]),
     ])
     def test_unanswerable_input_gives_none(self, raw: bytes) -> None:
         assert error_response(raw, SipParseError("bad")) is None
