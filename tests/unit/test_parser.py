@@ -53,6 +53,20 @@ def parse_error(data: bytes, limits: Limits | None = None) -> SipParseError:
     return info.value
 
 
+def parse_request(data: bytes) -> Request:
+    """Parse `data`, which must be a request."""
+    message = parse_message(data)
+    assert isinstance(message, Request)
+    return message
+
+
+def parse_response(data: bytes) -> Response:
+    """Parse `data`, which must be a response."""
+    message = parse_message(data)
+    assert isinstance(message, Response)
+    return message
+
+
 def assert_equivalent(a: Message, b: Message) -> None:
     """Same start line, same headers (Content-Length aside), same body."""
     assert a.start_line() == b.start_line()
@@ -78,8 +92,8 @@ class TestRequests:
     def test_unknown_method_is_any_token(self) -> None:
         """§7.1, RFC 4475 §3.1.1.2: a method is a token; unknown ones parse."""
         headers = with_header("CSeq: 1 NEW-METHOD.x", replace="CSeq")
-        assert parse_message(build("NEW-METHOD.x sip:b@h SIP/2.0", headers)).method == \
-            "NEW-METHOD.x"
+        message = parse_request(build("NEW-METHOD.x sip:b@h SIP/2.0", headers))
+        assert message.method == "NEW-METHOD.x"
 
     def test_method_is_case_sensitive(self) -> None:
         """§7.1: methods are case-sensitive; `invite` does not match CSeq `INVITE`."""
@@ -92,7 +106,7 @@ class TestRequests:
 
     def test_crlf_before_the_start_line_is_ignored(self) -> None:
         """§7.5: CRLFs preceding the start line are ignored."""
-        assert parse_message(b"\r\n\r\n" + build()).method == "INVITE"
+        assert parse_request(b"\r\n\r\n" + build()).method == "INVITE"
 
     def test_bare_lf_line_endings_are_accepted(self) -> None:
         """§7: CRLF is required, but we deliberately accept bare LF (being liberal)."""
@@ -137,12 +151,12 @@ class TestResponses:
     def test_reason_phrase_may_hold_utf8_and_punctuation(self) -> None:
         """RFC 4475 §3.1.1.12 unreason."""
         reason = "= 2**3 * 5**2 \u043d\u043e \u0441\u0442\u043e"
-        assert parse_message(build(f"SIP/2.0 200 {reason}", self.HEADERS)).reason == reason
+        assert parse_response(build(f"SIP/2.0 200 {reason}", self.HEADERS)).reason == reason
 
     @pytest.mark.parametrize("start", ["SIP/2.0 100 ", "SIP/2.0 100"])
     def test_reason_phrase_may_be_empty(self, start: str) -> None:
         """RFC 4475 §3.1.1.13 noreason; a missing SP is tolerated (liberal receiver)."""
-        assert parse_message(build(start, self.HEADERS)).reason == ""
+        assert parse_response(build(start, self.HEADERS)).reason == ""
 
     @pytest.mark.parametrize("start", ["SIP/2.0 4294967301 better not break", "SIP/2.0 099 x",
                                        "SIP/2.0 700 x", "SIP/2.0 20 OK", "SIP/2.0 2OO OK",
@@ -227,11 +241,8 @@ class TestHeaderFields:
         assert message.tokens("Supported") == ["path", "outbound", "gruu"]
         assert message.tokens("Allow") == ["INVITE", "ACK", "OPTIONS", "BYE"]
         assert message.tokens("Proxy-Require") == []
-
-    def test_a_bad_option_tag_fails_when_read(self) -> None:
-        message = parse_message(build(headers=with_header("Require: 100rel, bad tag")))
-        with pytest.raises(SipParseError):
-            message.tokens("Require")
+        with pytest.raises(SipParseError):  # checked when read
+            parse_message(build(headers=with_header("Require: 100rel, bad tag"))).tokens("Require")
 
     def test_digest_credentials_stay_one_value(self) -> None:
         """§20.7, §20.44: the commas of a challenge or credentials do not split it."""
@@ -239,7 +250,7 @@ class TestHeaderFields:
                      'nonce="ea9c8e88df84f1cec4341ae6cbe5a359", opaque="", stale=FALSE, '
                      "algorithm=MD5")
         credentials = ('Digest username="alice", realm="atlanta.example.com", nonce="ea9c", '
-                       'uri="sip:bob@biloxi.example.com", response="dfe56131d1958046689d83306477ecc",'
+                       'uri="sip:bob@biloxi.example.com", response="dfe56131d1958046689d8330",'
                        ' algorithm=MD5, cnonce="0a4f113b", qop=auth, nc=00000001')
         headers = with_header(f"WWW-Authenticate: {challenge}", f"Authorization: {credentials}",
                               f"Proxy-Authorization: {credentials}")
@@ -454,11 +465,6 @@ class TestKeepAlive:
     def test_client_side_parser_takes_a_lone_crlf_as_a_pong_at_once(self) -> None:
         assert StreamParser(expect_ping=False).feed(b"\r\n") == [KeepAlive("pong")]
 
-    def test_pings_between_messages(self) -> None:
-        frames = StreamParser().feed(b"\r\n\r\n" + build() + b"\r\n\r\n\r\n\r\n" + build())
-        assert [type(f).__name__ for f in frames] == ["KeepAlive", "Request", "KeepAlive",
-                                                       "KeepAlive", "Request"]
-
 
 class TestLimits:
     SMALL = Limits(max_message_size=2000, max_body_size=500, max_headers=12,
@@ -594,26 +600,3 @@ class TestErrorResponse:
     ])
     def test_unanswerable_input_gives_none(self, raw: bytes) -> None:
         assert error_response(raw, SipParseError("bad")) is None
-
-
-class TestRoundTrip:
-    """Serialising a parsed message gives an equivalent message."""
-
-    @pytest.mark.parametrize("data", [
-        build(body=SDP),
-        build("SIP/2.0 200 OK", INVITE_HEADERS[:1] + INVITE_HEADERS[2:], body=SDP),
-        build("REGISTER sip:example.com SIP/2.0",
-              ["v: SIP/2.0/UDP a;branch=z9hG4bK1;rport, SIP/2.0/UDP b;branch=z9hG4bK2",
-               "t: <sip:alice@example.com>", "f: <sip:alice@example.com>;tag=1",
-               "i: reg1", "CSeq: 1 REGISTER", "m: *", "Expires: 0",
-               'Authorization: Digest username="alice", realm="example.com", nonce="n,1"']),
-        build(headers=with_header("Subject: folded\r\n value", "X-Empty:",
-                                  'Contact: "a, b" <sip:a@h>, <sip:b@h>;q=0.1',
-                                  replace="Contact"), length=False, body=b"\x00\x01"),
-    ])
-    def test_parse_serialise_parse_is_stable(self, data: bytes) -> None:
-        first = parse_message(data)
-        second = parse_message(first.to_bytes())
-        assert_equivalent(first, second)
-        assert second.to_bytes() == first.to_bytes()
-        assert b"\r\nContent-Length: " in first.to_bytes()
