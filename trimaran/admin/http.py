@@ -80,6 +80,8 @@ class AdminContext:
     on_contacts_changed: Callable[[str], Awaitable[None]] | None = None
     # When set, /status, /metrics and /admin/* need "Authorization: Bearer <token>".
     admin_token: str | None = None
+    # POST /admin/drain: stop new sign-ins and move the clients away (FE-5).
+    on_drain: Callable[[], Awaitable[dict[str, object]]] | None = None
 
 
 class HttpError(Exception):
@@ -201,6 +203,7 @@ class AdminServer:
             ("/metrics", "metrics", (("GET", self._metrics),)),
             (XCAP_PATH, "xcap", (("GET", self._xcap_get), ("PUT", self._xcap_put))),
             (ADMIN_CONTACTS_PATH, "admin", (("GET", self._admin_contacts),)),
+            ("/admin/drain", "admin-drain", (("POST", self._admin_drain),)),
         )
         for path, name, handlers in routes:
             resource = app.router.add_resource(path, name=name)
@@ -331,6 +334,13 @@ class AdminServer:
             raise HttpError(404, f"no such user: {owner}")
         contact_list = await self._ctx.store.contacts.get(owner)
         return _json(_contact_list_json(contact_list), headers=(("Cache-Control", "no-store"),))
+
+
+    async def _admin_drain(self, request: web.Request) -> web.Response:
+        self._require_token(request)
+        if self._ctx.on_drain is None:
+            raise HttpError(404, "this server cannot be drained")
+        return _json(await self._ctx.on_drain())
 
 
 def _check_length(request: web.Request) -> None:

@@ -37,22 +37,33 @@ def is_scheme(text: str) -> bool:
     return _SCHEME_RE.match(text) is not None
 
 
+_SPECIALS: dict[str, re.Pattern[str]] = {}
+
+
 def split_outside_quotes(text: str, sep: str) -> list[str]:
     """Split on `sep` where it is outside quoted strings and <...> brackets.
 
     RFC 3261 §7.3.1: comma-separated header values; `;` separated parameters.
+    A backslash escapes the next character inside a quoted string (§25.1 quoted-pair).
     """
+    if '"' not in text and "<" not in text and ">" not in text:
+        return text.split(sep)
+    specials = _SPECIALS.get(sep)
+    if specials is None:
+        specials = _SPECIALS[sep] = re.compile('["<>\\\\' + re.escape(sep) + "]")
     parts: list[str] = []
     depth = 0
     quoted = False
-    escaped = False
+    escape_end = -1  # inside quotes, a special character before this offset is escaped
     start = 0
-    for i, ch in enumerate(text):
+    for match in specials.finditer(text):
+        i = match.start()
+        ch = text[i]
         if quoted:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
+            if i < escape_end:
+                continue
+            if ch == "\\":
+                escape_end = i + 2
             elif ch == '"':
                 quoted = False
             continue

@@ -8,6 +8,7 @@ so `get_all("Via")` is the list of Via values in order.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Iterable, Iterator
@@ -61,6 +62,7 @@ _SWS_COLON = re.compile(r"[ \t]*:[ \t]*")
 _LWS = re.compile(r"[ \t]+")
 
 
+@functools.lru_cache(maxsize=1024)
 def canonical_name(name: str) -> str:
     """The canonical spelling of a header name (compact forms expanded)."""
     low = name.lower()
@@ -79,7 +81,7 @@ def split_list_value(name: str, value: str) -> list[str]:
     if name.lower() == "contact" and value.strip() == "*":
         return ["*"]
     parts = [p.strip() for p in split_outside_quotes(value, ",")]
-    if any(not p for p in parts):
+    if "" in parts:
         raise SipParseError(f"empty element in {name} header")
     return parts
 

@@ -8,17 +8,20 @@ coming off the wire have already proven their mandatory headers are sound.
 
 from __future__ import annotations
 
+import re
+
 from trimaran.sip.errors import SipParseError
 from trimaran.sip.grammar import is_digits, is_token
 from trimaran.sip.headers import CSeq, Headers, NameAddr, Via, split_list_value
 from trimaran.sip.uri import URI
 
 SIP_VERSION = "SIP/2.0"
+_WHITESPACE = re.compile(r"\s")
 
 # §7.3.1: only headers whose grammar is a comma-separated list may appear more than once;
 # these single-valued ones must not (RFC 4475 §3.3.8 multi01).
-SINGLE_VALUED = ("Call-ID", "CSeq", "From", "To", "Max-Forwards", "Content-Length",
-                 "Content-Type", "Expires")
+SINGLE_VALUED = frozenset({"Call-ID", "CSeq", "From", "To", "Max-Forwards", "Content-Length",
+                           "Content-Type", "Expires"})
 
 REASONS = {
     100: "Trying", 180: "Ringing", 181: "Call Is Being Forwarded", 182: "Queued",
@@ -158,11 +161,14 @@ class Message:
     # -- checks and serialisation -----------------------------------------
     def validate(self) -> None:
         """Raise `SipParseError` unless the mandatory headers are present and sound (§8.1.1)."""
-        for name in SINGLE_VALUED:
-            if len(self.headers.get_all(name)) > 1:
-                raise SipParseError(f"several {name} headers")
+        seen: set[str] = set()
+        for name, _ in self.headers:
+            if name in SINGLE_VALUED:
+                if name in seen:
+                    raise SipParseError(f"several {name} headers")
+                seen.add(name)
         call_id = self.call_id.strip(" \t")
-        if not call_id or any(c.isspace() for c in call_id):  # §25.1 callid = word ["@" word]
+        if not call_id or _WHITESPACE.search(call_id):  # §25.1 callid = word ["@" word]
             raise SipParseError("bad Call-ID")
         self.cseq  # noqa: B018
         self.from_  # noqa: B018

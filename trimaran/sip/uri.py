@@ -35,6 +35,9 @@ _USER_RE = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()&=+$,;?/]|%[0-9A-Fa-f]{2})+\Z")
 _PASSWORD_RE = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()&=+$,]|%[0-9A-Fa-f]{2})*\Z")
 _TEL_RE = re.compile(r"\+?[0-9A-Fa-f*#\-.()]+\Z")
 _HNAME_RE = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()\[\]/?:+$]|%[0-9A-Fa-f]{2})+\Z")
+_ILLEGAL_RE = re.compile(r'[ \t\r\n<>"]')
+_IPV4_RE = re.compile(r"(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}"
+                      r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\Z")
 _HVALUE_RE = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()\[\]/?:+$@]|%[0-9A-Fa-f]{2})*\Z")
 
 
@@ -49,11 +52,8 @@ def _check_host(host: str) -> str:
         return host
     if not host or not _HOSTNAME_RE.match(host):
         raise SipParseError(f"bad host {host[:60]!r}")
-    if host[0].isdigit() and host.replace(".", "").isdigit():
-        try:
-            ipaddress.IPv4Address(host)
-        except ValueError:
-            raise SipParseError(f"bad IPv4 address {host[:60]!r}") from None
+    if host[0].isdigit() and host.replace(".", "").isdigit() and not _IPV4_RE.match(host):
+        raise SipParseError(f"bad IPv4 address {host[:60]!r}")
     return host
 
 
@@ -107,7 +107,7 @@ class URI:
         scheme = scheme.lower()
         if scheme not in _SCHEMES:
             raise SipParseError(f"unsupported URI scheme in {text[:60]!r}", 416)
-        if any(c in rest for c in " \t\r\n<>\""):
+        if _ILLEGAL_RE.search(rest):
             raise SipParseError(f"illegal character in URI {text[:60]!r}")
         if scheme == "tel":
             return cls._parse_tel(rest)

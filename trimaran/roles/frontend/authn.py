@@ -10,11 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from trimaran.roles.frontend.cache import CredentialCache
 from trimaran.sip import digest
 from trimaran.sip.errors import SipParseError
 from trimaran.sip.message import Request
 from trimaran.sip.uri import URI
-from trimaran.store.base import Store
+from trimaran.store.base import Store, StoreUnavailable
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +38,7 @@ class RequestAuthenticator:
         self.realm = realm
         self.algorithms = algorithms
         self._names_this_server = names_this_server
+        self.cache = CredentialCache()
         self._store = store
         self._digest = digest.DigestAuthenticator(realm, secret, nonce_ttl)
 
@@ -59,7 +61,14 @@ class RequestAuthenticator:
                 break
         if creds is None:
             return self._challenge(is_register, now, stale=False)
-        record = await self._store.users.credentials(creds.username, self.realm)
+        try:
+            record = await self._store.users.credentials(creds.username, self.realm)
+        except StoreUnavailable:
+            record = self.cache.get(creds.username, self.realm)  # FE-7: work from the cache
+            if record is None:
+                raise
+        if record is not None:
+            self.cache.remember(record)
         lookup = {}
         if record is not None:
             lookup = {"MD5": record.ha1_md5, "SHA-256": record.ha1_sha256}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from trimaran.roles.frontend.pool import Peer
 from trimaran.sip.parser import DEFAULT_LIMITS, Limits
 from trimaran.sip.transaction import TimerConfig
 
@@ -40,6 +41,12 @@ class FrontEndConfig:
     # Digest algorithms offered, preferred first (RFC 8760 §2.4). Some clients only read
     # the first challenge; deployments with MD5-only clients may put MD5 first.
     digest_algorithms: tuple[str, ...] = ("SHA-256", "MD5")
+    peers: tuple[Peer, ...] = ()      # the other servers of the pool (Enterprise Edition)
+    heartbeat_interval: float = 2.0
+    failure_detection: float = 10.0   # FE-3: a silent peer is declared dead after this
+    route_retry_window: float = 4.0   # a request whose targets all failed is retried on
+                                      # fresh bindings for this long (clients re-registering)
+    drain_grace: float = 2.0          # FE-5: client flows are closed this long after a drain
 
     def __post_init__(self) -> None:
         problems = []
@@ -49,6 +56,12 @@ class FrontEndConfig:
             problems.append("expires: need 0 < min_expires <= default_expires <= max_expires")
         if not 0 <= self.sip_port < 65536 or not 0 <= self.admin_port < 65536:
             problems.append("ports: must be within 0..65535")
+        if not 0 < self.heartbeat_interval < self.failure_detection:
+            problems.append("heartbeat_interval: need 0 < heartbeat_interval < failure_detection")
+        if self.failure_detection >= self.min_expires:
+            problems.append("failure_detection: must be shorter than min_expires")
+        if self.route_retry_window < 0:
+            problems.append("route_retry_window: must be >= 0")
         if self.housekeeping_interval <= 0:
             problems.append("housekeeping_interval: must be > 0")
         if not self.digest_algorithms or \

@@ -35,10 +35,13 @@ DIALOG_METHODS = frozenset({"INVITE", "SUBSCRIBE", "REFER"})
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """Where to forward: the Request-URI to use and how to reach it."""
+    """Where to forward: the Request-URI, how to reach it, and an optional Route to push
+    (the peer server holding the user's flow, with a flow token: FE-4)."""
 
     uri: URI
     via: Address | Flow
+    route: str | None = None
+    key: str = ""                 # identifies the binding behind the target
 
 
 @dataclass(eq=False)
@@ -54,12 +57,20 @@ class _Branch:
 
 @dataclass(eq=False)
 class ForkContext:
-    """The response context of one forwarded request (§16.7)."""
+    """The response context of one forwarded request (§16.7).
+
+    2xx and provisional responses go upstream at once; when every branch has
+    failed, `best` resolves with the best final response and the caller decides
+    whether to send it upstream (`Proxy.finish`) or to try fresh targets.
+    """
 
     incoming: IncomingRequest
     branches: list[_Branch] = field(default_factory=list)
     answered: bool = False          # a final response went upstream
     cancelled: bool = False
+    relayed_provisional: bool = False
+    best: asyncio.Future[Response | None] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
 def best_response(responses: list[Response]) -> Response | None:
@@ -121,16 +132,25 @@ class Proxy:
         mf = request.max_forwards
         out.headers.set("Max-Forwards", str((70 if mf is None else mf) - 1))
         out.headers.remove("Proxy-Authorization")  # §22.3: credentials are for us
+        if target.route is not None:
+            out.headers.add("Route", target.route, first=True)
         if record_route:
             out.add_list_header("Record-Route", self.record_route(target.via.transport,
                                                                    request.call_id), first=True)
         out.headers.add("Via", self.endpoint.via(target.via.transport), first=True)
         return out
 
-    def fork(self, incoming: IncomingRequest, targets: list[Target]) -> ForkContext:
-        """Forward `incoming` to every target in parallel; relay responses upstream."""
+    def fork(self, incoming: IncomingRequest, targets: list[Target],
+             ctx: ForkContext | None = None) -> ForkContext:
+        """Forward `incoming` to every target in parallel; relay 1xx/2xx upstream.
+
+        Pass the `ctx` of an earlier attempt to fork again to fresh targets."""
         assert incoming.transaction is not None
-        ctx = ForkContext(incoming)
+        if ctx is None:
+            ctx = ForkContext(incoming)
+        else:
+            ctx.branches = []
+            ctx.best = asyncio.get_running_loop().create_future()
         self.contexts[incoming.transaction] = ctx
         record = incoming.request.method in DIALOG_METHODS and not incoming.request.to.tag
         for target in targets:
@@ -145,6 +165,7 @@ class Proxy:
             if branch.cancel_wanted and not branch.cancel_sent:
                 self._send_cancel(branch)
             if response.status > 100 and not ctx.answered:
+                ctx.relayed_provisional = True
                 self._relay(ctx, response)
 
         def retransmitted_2xx(response: Response, _: Flow | None) -> None:
@@ -164,14 +185,18 @@ class Proxy:
             self._cancel_others(ctx, branch)
         elif response.status >= 600:
             self._cancel_others(ctx, branch)
-        if all(b.final is not None for b in ctx.branches):
-            if not ctx.answered:
-                best = best_response([b.final for b in ctx.branches if b.final is not None])
-                if best is not None:
-                    self._relay(ctx, best)
-                    ctx.answered = True
-            assert ctx.incoming.transaction is not None
-            self.contexts.pop(ctx.incoming.transaction, None)
+        if all(b.final is not None for b in ctx.branches) and not ctx.best.done():
+            best = None if ctx.answered else \
+                best_response([b.final for b in ctx.branches if b.final is not None])
+            ctx.best.set_result(best)
+
+    def finish(self, ctx: ForkContext, response: Response | None) -> None:
+        """Send the final response chosen for `ctx` upstream and forget the context."""
+        if response is not None and not ctx.answered:
+            self._relay(ctx, response)
+            ctx.answered = True
+        assert ctx.incoming.transaction is not None
+        self.contexts.pop(ctx.incoming.transaction, None)
 
     def _relay(self, ctx: ForkContext, response: Response) -> None:
         """Send a downstream response upstream without our Via (§16.7 steps 3, 9)."""

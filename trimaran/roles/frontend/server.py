@@ -3,13 +3,20 @@
 Requests are dispatched through a table of `_handle_<method>` coroutines. Each
 runs in its own task; this module is the one boundary where failures become
 SIP responses: `SipParseError` → its status (400 …), `StoreUnavailable` → 503
-with Retry-After (the store is away; nothing was acknowledged), anything else →
-500 and a logged traceback. The server keeps serving in every case (OPS-5).
+with Retry-After, anything else → 500 and a logged traceback. The server keeps
+serving in every case (OPS-5).
+
+Modes (DESIGN §3 "Resiliency mode"): `full` while the Back End answers;
+`resiliency` while it does not — registered users stay reachable from the
+caches, registrations are accepted locally and written back later, and
+persistent changes are refused with 503 + Retry-After and a reason (FE-7).
+Registrar responses say which with `X-Trimaran-Mode`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -19,9 +26,11 @@ from trimaran.admin.http import AdminContext, AdminServer
 from trimaran.admin.metrics import Metrics
 from trimaran.client.ua import uri_address
 from trimaran.net.endpoint import IncomingRequest, SipEndpoint
-from trimaran.net.transport import Address, Flow, TransportConfig
+from trimaran.net.transport import Address, Flow, TransportConfig, TransportError
 from trimaran.roles.frontend.authn import RequestAuthenticator
+from trimaran.roles.frontend.cache import BindingCache
 from trimaran.roles.frontend.config import FrontEndConfig
+from trimaran.roles.frontend.pool import Peer, PoolMembership
 from trimaran.roles.frontend.presence import PresenceService
 from trimaran.roles.frontend.proxy import Proxy, Target
 from trimaran.roles.frontend.registrar import (
@@ -29,6 +38,7 @@ from trimaran.roles.frontend.registrar import (
     contact_headers,
     plan_register,
 )
+from trimaran.roles.frontend.routing import Router
 from trimaran.sip.errors import SipParseError
 from trimaran.sip.headers import Headers
 from trimaran.sip.ids import new_tag
@@ -40,11 +50,11 @@ from trimaran.store.model import Binding, Heartbeat
 
 log = logging.getLogger(__name__)
 
-VERSION = "0.1.0"
+VERSION = "0.2.0"
 ALLOW = "REGISTER, INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE, SUBSCRIBE, NOTIFY, PUBLISH, " \
         "UPDATE, INFO, REFER"
-IN_DIALOG_METHODS = frozenset({"BYE", "INVITE", "UPDATE", "INFO", "REFER", "NOTIFY",
-                               "MESSAGE", "PRACK", "SUBSCRIBE"})
+MODE_HEADER = "X-Trimaran-Mode"
+RETRY_AFTER = "5"
 Handler = Callable[["FrontEndServer", IncomingRequest], Awaitable[None]]
 
 
@@ -52,10 +62,12 @@ class FrontEndServer:
     """One Front End server process's SIP and HTTP service."""
 
     def __init__(self, config: FrontEndConfig, store: Store, *,
-                 wall_clock: Callable[[], float] = time.time) -> None:
+                 wall_clock: Callable[[], float] = time.time,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.config = config
         self.store = store
         self.wall_clock = wall_clock
+        self.monotonic = monotonic
         self.metrics = Metrics()
         self.endpoint = SipEndpoint(
             on_request=self._on_request, timers=config.timers,
@@ -65,22 +77,31 @@ class FrontEndServer:
                                          config.digest_algorithms,
                                          names_this_server=self._is_this_server)
         self.proxy = Proxy(self.endpoint, config.secret)
+        self.router = Router(self, config.secret)
+        self.cache = BindingCache()
         self.presence = PresenceService(
             self.endpoint, store, server=config.server, wall_clock=wall_clock,
             default_expires=config.presence_expires, min_expires=config.min_expires,
             max_expires=config.max_expires, reach=self._reach_flow)
+        self.membership: PoolMembership | None = None
+        if config.peers:
+            self.membership = PoolMembership(
+                config.server, config.pool, list(config.peers), store,
+                detection=config.failure_detection, heartbeat_interval=config.heartbeat_interval,
+                wall_clock=wall_clock, monotonic=monotonic, ping=self._ping_peer)
         self.admin = AdminServer(AdminContext(
             server=config.server, role="frontend", pool=config.pool, realm=config.domain,
             store=store, status=self.status, health=self.health, metrics=self.metrics,
             wall_clock=wall_clock, on_contacts_changed=self._contacts_changed,
-            admin_token=config.admin_token))
+            admin_token=config.admin_token, on_drain=self.drain))
+        self.contact_flows: dict[str, str] = {}                # contact URI -> local flow id
+        self._outbound: dict[str, set[tuple[str, str]]] = {}   # flow id -> {(aor, key)}
         self._tasks: set[asyncio.Task[None]] = set()
         self._housekeeping: asyncio.Task[None] | None = None
         self._started_at = 0.0
-        self._contact_flows: dict[str, str] = {}   # contact URI -> local flow id
-        self._outbound: dict[str, set[tuple[str, str]]] = {}  # flow id -> {(aor, key)}
         self._bindings_count = 0
-        self._store_ok = True
+        self.mode = "full"
+        self.draining = False
         self.admin_address: tuple[str, int] | None = None
 
     # -- lifecycle --------------------------------------------------------------
@@ -112,56 +133,82 @@ class FrontEndServer:
 
     def status(self) -> dict[str, object]:
         """The status snapshot of the admin API."""
-        return {"version": VERSION, "server": self.config.server, "role": "frontend",
-                "pool": self.config.pool, "uptime": round(self.wall_clock()
-                                                           - self._started_at, 1),
-                "bindings": self._bindings_count,
-                "users_registered": len({b for b in self._contact_flows.values()}),
-                "subscriptions": len(self.presence.watches),
-                "transactions": self.endpoint.transactions.statistics().client_transactions
-                + self.endpoint.transactions.statistics().server_transactions,
-                "store": "ok" if self._store_ok else "unavailable"}
+        stats = self.endpoint.transactions.statistics()
+        status: dict[str, object] = {
+            "version": VERSION, "server": self.config.server, "role": "frontend",
+            "pool": self.config.pool, "mode": self.mode, "draining": self.draining,
+            "uptime": round(self.wall_clock() - self._started_at, 1),
+            "bindings": self._bindings_count,
+            "flows": self.endpoint.transport.statistics().open_connections,
+            "subscriptions": len(self.presence.watches),
+            "transactions": stats.client_transactions + stats.server_transactions}
+        if self.membership is not None:
+            view = self.membership.view()
+            status["pool_members"] = {"alive": view.alive, "dead": view.dead,
+                                      "heartbeat_age": self.membership.heartbeat_ages()}
+            status["decisions"] = [{"action": d.action, "server": d.server, "reason": d.reason,
+                                    "at": d.at} for d in view.decisions]
+        return status
 
     def health(self) -> tuple[bool, str]:
-        """Healthy while serving SIP and the store answers."""
-        if not self._store_ok:
-            return False, "store unavailable"
+        """Healthy while serving; draining and resiliency mode are reported as such."""
+        if self.draining:
+            return False, "draining"
+        if self.mode != "full":
+            return False, "resiliency mode: back end unreachable"
         return True, "serving"
+
+    async def drain(self) -> dict[str, object]:
+        """FE-5: refuse new sign-ins, move clients away, let dialogs finish."""
+        if not self.draining:
+            self.draining = True
+            if self.membership is not None:
+                self.membership.state = "draining"
+            log.warning("draining: refusing sign-ins, closing client flows in %.1f s",
+                        self.config.drain_grace)
+            self.spawn(self._close_client_flows_later())
+        return {"draining": True, "bindings": self._bindings_count}
+
+    async def _close_client_flows_later(self) -> None:
+        await asyncio.sleep(self.config.drain_grace)
+        for flow_id in list(self._outbound):
+            flow = self.endpoint.transport.flow(flow_id)
+            if flow is not None:
+                await self.endpoint.transport.close_flow(flow, drain_timeout=1.0)
 
     # -- the one error boundary -----------------------------------------------
     def _on_request(self, incoming: IncomingRequest) -> None:
         self.metrics.request(incoming.request.method)
-        self._spawn(self._dispatch(incoming))
+        self.spawn(self._dispatch(incoming))
 
     async def _dispatch(self, incoming: IncomingRequest) -> None:
         method = incoming.request.method
         handler = _HANDLERS.get(method)
         try:
             if handler is None:
-                self._reply(incoming, 405, headers=Headers([("Allow", ALLOW)]))
+                self.reply(incoming, 405, headers=Headers([("Allow", ALLOW)]))
                 return
             await handler(self, incoming)
-            self._store_ok = True
         except SipParseError as exc:
             self.metrics.bad_message()
-            self._reply(incoming, exc.status_hint, exc.reason[:100])
+            self.reply(incoming, exc.status_hint, exc.reason[:100])
         except StoreUnavailable as exc:
-            self._store_ok = False
+            self._enter_resiliency(str(exc))
             self.metrics.store_error()
-            log.warning("store unavailable handling %s: %s", method, exc)
-            self._reply(incoming, 503, "Service Unavailable (store unreachable)",
-                        headers=Headers([("Retry-After", "5")]))
+            self.reply(incoming, 503, "Service Unavailable (back end unreachable)",
+                       headers=Headers([("Retry-After", RETRY_AFTER)]))
         except StoreError as exc:
             self.metrics.store_error()
             log.warning("store refused %s: %s", method, exc)
-            self._reply(incoming, 500, "Server Internal Error (store)")
+            self.reply(incoming, 500, "Server Internal Error (store)")
         except Exception:
             log.exception("unexpected failure handling %s", method)
-            self._reply(incoming, 500)
+            self.reply(incoming, 500)
 
-    def _reply(self, incoming: IncomingRequest, status: int, reason: str | None = None, *,
-               headers: Headers | None = None, body: bytes = b"",
-               to_tag: str | None = None) -> None:
+    def reply(self, incoming: IncomingRequest, status: int, reason: str | None = None, *,
+              headers: Headers | None = None, body: bytes = b"",
+              to_tag: str | None = None) -> None:
+        """Answer `incoming` (nothing happens if it was answered already)."""
         if incoming.transaction is None or incoming.transaction.terminated:
             return
         try:
@@ -171,13 +218,18 @@ class FrontEndServer:
         except TransactionError:
             log.debug("%s already answered", incoming.request.method)
 
+    def _enter_resiliency(self, why: str) -> None:
+        if self.mode != "resiliency":
+            log.warning("entering resiliency mode: back end unreachable (%s)", why)
+            self.mode = "resiliency"
+
     async def _authenticate(self, incoming: IncomingRequest) -> str | None:
         outcome = await self.auth.authenticate(incoming.request, now=self.wall_clock())
         if outcome.user is not None:
             return outcome.user
         self.metrics.auth_failure()
         headers = Headers([(outcome.challenge_header, c) for c in outcome.challenges])
-        self._reply(incoming, outcome.status, outcome.reason, headers=headers)
+        self.reply(incoming, outcome.status, outcome.reason, headers=headers)
         return None
 
     def _is_this_server(self, uri: URI) -> bool:
@@ -193,18 +245,38 @@ class FrontEndServer:
         return uri.host.lower() == self.config.domain.lower() or \
             (uri.host == host and (uri.port or 5060) == port)
 
+    # -- bindings, through the cache --------------------------------------------
+    async def bindings_for(self, aor: str) -> list[Binding]:
+        """The user's live bindings: the store's, else the cache's (resiliency)."""
+        now = self.wall_clock()
+        try:
+            bindings = await self.store.bindings.for_aor(aor, now=now)
+        except StoreUnavailable as exc:
+            self._enter_resiliency(str(exc))
+            bindings = self.cache.get(aor, now)
+        else:
+            self.cache.remember(aor, bindings)
+        if self.membership is not None:
+            bindings = [b for b in bindings if not self.membership.is_dead(b.server)]
+        return bindings
+
     # -- REGISTER -----------------------------------------------------------------
     async def _handle_register(self, incoming: IncomingRequest) -> None:
         request = incoming.request
-        if request.uri.host.lower() != self.config.domain.lower() and \
-                not self._is_local(request.uri):
-            self._reply(incoming, 404, "Not a domain of this registrar")
+        if not self._is_local(request.uri):
+            self.reply(incoming, 404, "Not a domain of this registrar")
+            return
+        if self.draining:
+            self.reply(incoming, 503, "Server draining, register elsewhere",
+                       headers=Headers([("Retry-After", RETRY_AFTER)]))
             return
         user = await self._authenticate(incoming)
         if user is None:
             return
+        if incoming.flow.reliable and not self.endpoint.transport.is_open(incoming.flow):
+            return  # the client left (or gave up on us) before we got to it
         now = self.wall_clock()
-        existing = await self.store.bindings.for_aor(user, now=now)
+        existing = await self.bindings_for(user)
         cfg = self.config
         try:
             plan = plan_register(request, aor=user, existing=existing, server=cfg.server,
@@ -212,28 +284,40 @@ class FrontEndServer:
                                  max_expires=cfg.max_expires,
                                  default_expires=cfg.default_expires)
         except RegistrationRefused as refused:
-            self._reply(incoming, refused.status, refused.reason, headers=refused.headers)
+            self.reply(incoming, refused.status, refused.reason, headers=refused.headers)
             return
-        if plan.fetch_only:
-            bindings = existing
-        else:
-            bindings = await self.store.bindings.apply(user, upsert=plan.upsert,
-                                                      remove=plan.remove, now=now)
-            for key in plan.remove:
-                old = next((b for b in existing if b.key == key), None)
-                if old is not None:
-                    self._contact_flows.pop(old.contact, None)
-            for binding in plan.upsert:
-                self._contact_flows[binding.contact] = binding.flow_id
-                if binding.reg_id is not None and incoming.flow.reliable:
-                    self._outbound.setdefault(binding.flow_id, set()).add((user, binding.key))
+        bindings = existing if plan.fetch_only else await self._apply(user, plan.upsert,
+                                                                       plan.remove, now)
+        if not plan.fetch_only:
+            self._track_local(user, plan.upsert, plan.remove, existing, incoming.flow)
         headers = contact_headers(bindings, now)
         headers.add("Date", time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(now)))
-        self._reply(incoming, 200, headers=headers)
-        if not plan.fetch_only:
-            was_online, is_online = bool(existing), bool(bindings)
-            if was_online != is_online:
-                self.presence.schedule_notify(user)
+        headers.add(MODE_HEADER, self.mode)
+        self.reply(incoming, 200, headers=headers)
+        if not plan.fetch_only and bool(existing) != bool(bindings):
+            self.presence.schedule_notify(user)
+
+    async def _apply(self, user: str, upsert: tuple[Binding, ...], remove: tuple[str, ...],
+                     now: float) -> list[Binding]:
+        try:
+            bindings = await self.store.bindings.apply(user, upsert=upsert, remove=remove,
+                                                      now=now)
+        except StoreUnavailable as exc:
+            self._enter_resiliency(str(exc))
+            return self.cache.apply(user, upsert, remove, now)
+        self.cache.remember(user, bindings)
+        return bindings
+
+    def _track_local(self, user: str, upsert: tuple[Binding, ...], remove: tuple[str, ...],
+                     existing: list[Binding], flow: Flow) -> None:
+        for key in remove:
+            old = next((b for b in existing if b.key == key), None)
+            if old is not None:
+                self.contact_flows.pop(old.contact, None)
+        for binding in upsert:
+            self.contact_flows[binding.contact] = binding.flow_id
+            if binding.reg_id is not None and flow.reliable:
+                self._outbound.setdefault(binding.flow_id, set()).add((user, binding.key))
 
     # -- requests routed to users -------------------------------------------------
     async def _handle_invite(self, incoming: IncomingRequest) -> None:
@@ -244,49 +328,57 @@ class FrontEndServer:
 
     async def _route(self, incoming: IncomingRequest) -> None:
         request = incoming.request
+        routes = request.routes
+        if routes and self.proxy.is_our_route(routes[0]):
+            flow_id, valid = self.router.flow_of_route(routes[0])
+            if flow_id is not None:
+                if not valid:
+                    self.reply(incoming, 403, "Invalid flow token")
+                    return
+                self.router.relay_to_flow(incoming, flow_id)
+                return
         if request.to.tag:
             await self._in_dialog(incoming)
             return
         mf = request.max_forwards
         if mf is not None and mf <= 0:
-            self._reply(incoming, 483)
+            self.reply(incoming, 483)
             return
         if not self._is_local(request.uri):
-            self._reply(incoming, 403, "Relaying denied")
+            self.reply(incoming, 403, "Relaying denied")
             return
         sender = await self._authenticate(incoming)
         if sender is None:
             return
         target = await self._resolve_user(request.uri)
         if target is None:
-            self._reply(incoming, 404, "No such user")
+            self.reply(incoming, 404, "No such user")
             return
-        bindings = await self.store.bindings.for_aor(target, now=self.wall_clock())
-        if not bindings:
-            self._reply(incoming, 480, "User offline")
+        targets = await self._targets(target)
+        if not targets:
+            self.reply(incoming, 480, "User offline")
             return
-        targets = [self._target_for(b) for b in bindings[: self.config.max_fork]]
-        self.proxy.fork(incoming, targets)
+        await self.router.forward(incoming, targets, lambda: self._targets(target))
+
+    async def _targets(self, aor: str) -> list[Target]:
+        bindings = await self.bindings_for(aor)
+        targets = [self.router.target_for(b) for b in bindings[: self.config.max_fork]]
+        return [t for t in targets if t is not None]
 
     async def _resolve_user(self, uri: URI) -> str | None:
         number = uri.user if uri.scheme == "tel" else (
             uri.user if uri.user and uri.param("user") == "phone" else None)
-        if number is not None:
-            user = await self.store.users.by_number(number)
-            return user.aor if user else None
-        aor = URI("sip", uri.user, None, self.config.domain).aor
-        user = await self.store.users.get(aor)
+        try:
+            if number is not None:
+                found = await self.store.users.by_number(number)
+                return found.aor if found else None
+            aor = URI("sip", uri.user, None, self.config.domain).aor
+            user = await self.store.users.get(aor)
+        except StoreUnavailable as exc:
+            self._enter_resiliency(str(exc))
+            aor = URI("sip", uri.user, None, self.config.domain).aor
+            return aor if self.cache.knows(aor) else None
         return user.aor if user is not None and user.enabled else None
-
-    def _target_for(self, binding: Binding) -> Target:
-        """Where a request for `binding` goes: back over the client's flow when it is an
-        RFC 5626 outbound binding or a live connection, else to the Contact (§16.5)."""
-        contact = URI.parse(binding.contact)
-        flow = self.endpoint.transport.flow(binding.flow_id) \
-            if binding.server == self.config.server and binding.flow_id else None
-        if flow is not None and (binding.reg_id is not None or flow.reliable):
-            return Target(contact, flow)
-        return Target(contact, uri_address(contact, "udp"))  # RFC 3263 §4.1: UDP unless named
 
     def _reach_flow(self, flow: Flow, remote_target: str) -> Address | Flow:
         """How to send a request to a UA we hold a dialog with (NOTIFY)."""
@@ -304,56 +396,73 @@ class FrontEndServer:
                 if watcher is not None:
                     await self.presence.subscribe(incoming, watcher)
                 return
-            self._reply(incoming, 481, "No such dialog here")
+            self.reply(incoming, 481, "No such dialog here")
             return
         if not self.proxy.route_token_valid(routes[0], request.call_id):
-            self._reply(incoming, 403, "Route not issued for this dialog")
+            self.reply(incoming, 403, "Route not issued for this dialog")
             return
         forwarded = request.copy()
         forwarded.headers.pop_first("Route")
         next_hop = forwarded.routes[0].uri if forwarded.routes else forwarded.uri
-        target = Target(forwarded.uri, self._address_for(next_hop))
-        incoming = IncomingRequest(forwarded, incoming.transaction, incoming.flow)
+        target = Target(forwarded.uri, self.router.address_for(next_hop))
         if request.method == "ACK":
-            await self._forward_ack(forwarded, target)
+            await self.forward_ack(forwarded, target)
             return
-        self.proxy.fork(incoming, [target])
+        await self.router.forward(IncomingRequest(forwarded, incoming.transaction,
+                                                  incoming.flow), [target], None)
 
-    def _address_for(self, uri: URI) -> Address | Flow:
-        flow_id = self._contact_flows.get(str(uri))
-        flow = self.endpoint.transport.flow(flow_id) if flow_id else None
-        return flow if flow is not None else uri_address(uri, "udp")
-
-    async def _forward_ack(self, ack: Request, target: Target) -> None:
+    async def forward_ack(self, ack: Request, target: Target) -> None:
+        """Forward an ACK for a 2xx statelessly (§16.6)."""
         out = self.proxy.prepare(ack, target, record_route=False)
-        await self.endpoint.send_stateless(out, target.via)
+        try:
+            await self.endpoint.send_stateless(out, target.via)
+        except TransportError as exc:
+            log.info("ACK not forwarded: %s", exc)
 
     async def _handle_ack(self, incoming: IncomingRequest) -> None:
-        if incoming.request.to.tag and incoming.request.routes:
+        routes = incoming.request.routes
+        if routes and self.proxy.is_our_route(routes[0]):
+            flow_id, valid = self.router.flow_of_route(routes[0])
+            if flow_id is not None and valid:
+                self.router.relay_to_flow(incoming, flow_id)
+                return
+        if incoming.request.to.tag and routes:
             await self._in_dialog(incoming)
 
     async def _handle_bye(self, incoming: IncomingRequest) -> None:
-        await self._in_dialog(incoming)
+        await self._route_in_dialog(incoming)
 
     async def _handle_update(self, incoming: IncomingRequest) -> None:
-        await self._in_dialog(incoming)
+        await self._route_in_dialog(incoming)
 
     async def _handle_info(self, incoming: IncomingRequest) -> None:
-        await self._in_dialog(incoming)
+        await self._route_in_dialog(incoming)
 
     async def _handle_notify(self, incoming: IncomingRequest) -> None:
-        await self._in_dialog(incoming)
+        await self._route_in_dialog(incoming)
 
     async def _handle_refer(self, incoming: IncomingRequest) -> None:
+        await self._route_in_dialog(incoming)
+
+    async def _route_in_dialog(self, incoming: IncomingRequest) -> None:
+        routes = incoming.request.routes
+        if routes and self.proxy.is_our_route(routes[0]):
+            flow_id, valid = self.router.flow_of_route(routes[0])
+            if flow_id is not None:
+                if valid:
+                    self.router.relay_to_flow(incoming, flow_id)
+                else:
+                    self.reply(incoming, 403, "Invalid flow token")
+                return
         await self._in_dialog(incoming)
 
     async def _handle_cancel(self, incoming: IncomingRequest) -> None:
         invite = self.endpoint.transactions.find_invite(incoming.request)
         context = self.proxy.contexts.get(invite) if invite is not None else None
         if invite is None:
-            self._reply(incoming, 481)
+            self.reply(incoming, 481)
             return
-        self._reply(incoming, 200)
+        self.reply(incoming, 200)
         if context is not None:
             self.proxy.cancel(context)
         else:
@@ -363,11 +472,11 @@ class FrontEndServer:
     # -- presence -------------------------------------------------------------------
     async def _handle_subscribe(self, incoming: IncomingRequest) -> None:
         request = incoming.request
-        if request.to.tag and request.routes:
-            await self._in_dialog(incoming)
+        if request.routes and self.proxy.is_our_route(request.routes[0]):
+            await self._route_in_dialog(incoming)
             return
         if not self._is_local(request.uri):
-            self._reply(incoming, 403, "Relaying denied")
+            self.reply(incoming, 403, "Relaying denied")
             return
         watcher = await self._authenticate(incoming)
         if watcher is not None:
@@ -375,19 +484,26 @@ class FrontEndServer:
 
     async def _handle_publish(self, incoming: IncomingRequest) -> None:
         if not self._is_local(incoming.request.uri):
-            self._reply(incoming, 403, "Relaying denied")
+            self.reply(incoming, 403, "Relaying denied")
             return
         user = await self._authenticate(incoming)
-        if user is not None:
-            await self.presence.publish(incoming, user)
+        if user is None:
+            return
+        if self.mode != "full":
+            self.reply(incoming, 503, "Presence cannot change: back end unreachable "
+                       "(resiliency mode)", headers=Headers([("Retry-After", RETRY_AFTER),
+                                                           (MODE_HEADER, self.mode)]))
+            return
+        await self.presence.publish(incoming, user)
 
     async def _handle_options(self, incoming: IncomingRequest) -> None:
         request = incoming.request
         if request.uri.user and self._is_local(request.uri) and not request.to.tag:
             await self._route(incoming)
             return
-        self._reply(incoming, 200, headers=Headers([("Allow", ALLOW),
-                                                    ("Accept", "application/sdp")]))
+        self.reply(incoming, 200, headers=Headers([("Allow", ALLOW),
+                                                   ("Accept", "application/sdp"),
+                                                   (MODE_HEADER, self.mode)]))
 
     # -- background ---------------------------------------------------------------
     async def _contacts_changed(self, owner: str) -> None:
@@ -395,11 +511,11 @@ class FrontEndServer:
         await self.presence.notify_all(owner)
 
     def _on_flow_closed(self, flow: Flow, reason: str) -> None:
-        for contact in [c for c, f in self._contact_flows.items() if f == flow.id]:
-            del self._contact_flows[contact]
+        for contact in [c for c, f in self.contact_flows.items() if f == flow.id]:
+            del self.contact_flows[contact]
         outbound = self._outbound.pop(flow.id, None)
         if outbound:
-            self._spawn(self._drop_flow_bindings(outbound, flow, reason))
+            self.spawn(self._drop_flow_bindings(outbound, flow, reason))
 
     async def _drop_flow_bindings(self, bindings: set[tuple[str, str]], flow: Flow,
                                   reason: str) -> None:
@@ -408,33 +524,93 @@ class FrontEndServer:
                  len(bindings))
         now = self.wall_clock()
         for aor in sorted({aor for aor, _ in bindings}):
-            keys = [key for a, key in bindings if a == aor]
-            before = await self.store.bindings.for_aor(aor, now=now)
-            current = [b for b in before if b.key in keys and b.flow_id == flow.id]
-            after = await self.store.bindings.apply(aor, upsert=(), remove=[b.key for b in current],
-                                                    now=now)
+            keys = {key for a, key in bindings if a == aor}
+            try:
+                before = await self.store.bindings.for_aor(aor, now=now)
+                stale = tuple(b.key for b in before if b.key in keys and b.flow_id == flow.id)
+                after = await self.store.bindings.apply(aor, upsert=(), remove=stale, now=now)
+            except StoreUnavailable:
+                self.cache.apply(aor, (), tuple(keys), now)
+                continue
+            self.cache.remember(aor, after)
             if before and not after:
                 self.presence.schedule_notify(aor)
 
     async def _housekeeping_loop(self) -> None:
+        interval = min(self.config.housekeeping_interval, self.config.heartbeat_interval)
         while True:
-            try:
-                now = self.wall_clock()
-                await self.store.bindings.purge_expired(now=now)
-                self._bindings_count = await self.store.bindings.count(
-                    now=now, server=self.config.server)
-                self.metrics.set_registered_bindings(self._bindings_count)
-                await self.presence.expire()
-                self.metrics.set_active_subscriptions(len(self.presence.watches))
+            await self._housekeeping_tick()
+            await asyncio.sleep(interval)
+
+    async def _housekeeping_tick(self) -> None:
+        if self.membership is not None:
+            for decision in await self.membership.tick():
+                if decision.action == "rejoin":
+                    await self._rejoin()
+                elif decision.action == "declare-dead":
+                    self.cache.forget_server(decision.server)
+        try:
+            now = self.wall_clock()
+            if self.cache.dirty:
+                await self._write_back(now)
+            await self.store.bindings.purge_expired(now=now)
+            self._bindings_count = await self.store.bindings.count(
+                now=now, server=self.config.server)
+            if self.membership is None:
                 await self.store.heartbeats.beat(Heartbeat(self.config.server,
                                                            self.config.pool, now))
-                self._store_ok = True
-            except StoreUnavailable as exc:
-                self._store_ok = False
-                log.warning("housekeeping: store unavailable: %s", exc)
-            await asyncio.sleep(self.config.housekeeping_interval)
+            if self.mode != "full":
+                log.warning("back end reachable again: leaving resiliency mode")
+                self.mode = "full"
+        except StoreUnavailable as exc:
+            self._enter_resiliency(str(exc))
+        self.metrics.set_registered_bindings(self._bindings_count)
+        await self.presence.expire()
+        self.metrics.set_active_subscriptions(len(self.presence.watches))
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+    async def _write_back(self, now: float) -> None:
+        """Registrations accepted in resiliency mode go to the store once it is back."""
+        for aor in sorted(self.cache.dirty):
+            local = [b for b in self.cache.get(aor, now) if b.server == self.config.server]
+            await self.store.bindings.apply(aor, upsert=local, remove=(), now=now)
+            self.cache.dirty.discard(aor)
+        log.info("wrote back registrations accepted in resiliency mode")
+
+    async def _rejoin(self) -> None:
+        """We were silent longer than the detection bound: peers declared us dead, our
+        clients moved. Drop local state so nothing stale is served (FE-3)."""
+        log.warning("rejoining the pool: closing %d client flow(s) and dropping caches",
+                    len(self._outbound))
+        self.cache.clear()
+        self.contact_flows.clear()
+        flows = list(self._outbound)
+        self._outbound.clear()
+        for flow_id in flows:
+            flow = self.endpoint.transport.flow(flow_id)
+            if flow is not None:
+                await self.endpoint.transport.close_flow(flow, drain_timeout=0.5)
+        with contextlib.suppress(StoreUnavailable):
+            await self.store.bindings.purge_server(self.config.server)
+
+    async def _ping_peer(self, peer: Peer, timeout: float) -> bool:
+        host, port = self.sip_address
+        request = Request("OPTIONS", URI("sip", None, None, peer.host, peer.sip_port),
+                          Headers([("Via", self.endpoint.via("udp")), ("Max-Forwards", "70"),
+                                   ("From", f"<sip:{self.config.server}@{host}:{port}>;"
+                                            f"tag={new_tag()}"),
+                                   ("To", f"<sip:{peer.host}:{peer.sip_port}>"),
+                                   ("Call-ID", f"ping-{new_tag()}@{host}"),
+                                   ("CSeq", "1 OPTIONS")]))
+        try:
+            response = await asyncio.wait_for(
+                self.endpoint.request(request, Address("udp", peer.host, peer.sip_port)),
+                timeout)
+        except TimeoutError:
+            return False
+        return response.status == 200
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run `coro` in the background, keeping a reference."""
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
