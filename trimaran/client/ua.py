@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -64,6 +65,9 @@ class UAConfig:
     auto_refresh: bool = True
     reregister_on_flow_loss: bool = True
     keepalive_interval: float | None = None
+    keepalive_timeout: float = 10.0
+    retry_jitter: float = 0.2         # random delay before re-registering after a flow loss
+    retry_backoff_max: float = 4.0    # cap of the exponential backoff between attempts
     timers: TimerConfig = field(default_factory=TimerConfig)
 
     def __post_init__(self) -> None:
@@ -83,7 +87,8 @@ class UserAgent:
         self.auth = DigestClient(username, config.password)
         self.endpoint = SipEndpoint(
             on_request=self._on_request, timers=config.timers,
-            transport_config=TransportConfig(keepalive_interval=config.keepalive_interval),
+            transport_config=TransportConfig(keepalive_interval=config.keepalive_interval,
+                                             keepalive_timeout=config.keepalive_timeout),
             on_flow_closed=self._on_flow_closed)
         self.messages: asyncio.Queue[Request] = asyncio.Queue()
         self.incoming_calls: asyncio.Queue[Call] = asyncio.Queue()
@@ -166,9 +171,7 @@ class UserAgent:
         for _ in range(attempts):
             exchange = await self._send_authenticated(request, target or self.server, callbacks)
             response = exchange.response
-            silent = response.status in NO_ANSWER and (
-                "transport" in response.reason or response.reason == "Request Timeout")
-            if not failover or not silent:
+            if not failover or response.status not in NO_ANSWER:
                 return exchange
             self._server_index += 1
             log.info("%s: server silent (%s), trying %s", self.aor, response.status, self.server)
@@ -297,7 +300,19 @@ class UserAgent:
             self._refresh_task = asyncio.ensure_future(self._reregister())
 
     async def _reregister(self) -> None:
-        await self.register()
+        """Register again after losing the flow: jitter, then the server list in order,
+        with exponential backoff while every server refuses (FE-1, FE-2)."""
+        attempt = 0
+        while not self._closed:
+            await asyncio.sleep(random.uniform(0, self.config.retry_jitter))
+            response = await self.register()
+            if 200 <= response.status < 300:
+                return
+            attempt += 1
+            backoff = min(self.config.retry_backoff_max, 0.1 * 2 ** attempt)
+            log.info("%s: re-registration failed (%s); retrying in %.2f s", self.aor,
+                     response.status, backoff)
+            await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
 
     # -- instant messages, presence ------------------------------------------------
     async def send_message(self, to: str, text: str | bytes,

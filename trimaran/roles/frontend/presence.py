@@ -68,6 +68,7 @@ class PresenceService:
         self.min_expires = min_expires
         self.max_expires = max_expires
         self._reach = reach
+        self.on_change: Callable[[str], None] | None = None
         self.watches: dict[str, _Watch] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -194,8 +195,11 @@ class PresenceService:
         return min(expires, self.max_expires)
 
     # -- NOTIFY ---------------------------------------------------------------
-    def schedule_notify(self, target: str) -> None:
-        """Notify every watcher of `target` soon (after a publish or sign-in/out)."""
+    def schedule_notify(self, target: str, *, local_only: bool = False) -> None:
+        """Notify every watcher of `target` soon (after a publish or sign-in/out); unless
+        `local_only`, tell the other servers of the pool too (their watchers)."""
+        if not local_only and self.on_change is not None:
+            self.on_change(target)
         task = asyncio.ensure_future(self.notify_all(target))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

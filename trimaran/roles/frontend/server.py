@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -54,6 +56,7 @@ VERSION = "0.2.0"
 ALLOW = "REGISTER, INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE, SUBSCRIBE, NOTIFY, PUBLISH, " \
         "UPDATE, INFO, REFER"
 MODE_HEADER = "X-Trimaran-Mode"
+PEER_EVENT = "x-trimaran-presence"  # pool-internal: a presentity's state changed
 RETRY_AFTER = "5"
 Handler = Callable[["FrontEndServer", IncomingRequest], Awaitable[None]]
 
@@ -83,6 +86,7 @@ class FrontEndServer:
             self.endpoint, store, server=config.server, wall_clock=wall_clock,
             default_expires=config.presence_expires, min_expires=config.min_expires,
             max_expires=config.max_expires, reach=self._reach_flow)
+        self.presence.on_change = self._broadcast_presence
         self.membership: PoolMembership | None = None
         if config.peers:
             self.membership = PoolMembership(
@@ -439,7 +443,49 @@ class FrontEndServer:
         await self._route_in_dialog(incoming)
 
     async def _handle_notify(self, incoming: IncomingRequest) -> None:
+        request = incoming.request
+        if (request.headers.get("Event") or "").strip() == PEER_EVENT and \
+                not request.to.tag and self._is_this_server(request.uri):
+            presentity = request.headers.get("X-Trimaran-Presentity") or ""
+            token = request.headers.get("X-Trimaran-Token") or ""
+            if not hmac.compare_digest(token, self._peer_token(presentity)):
+                self.reply(incoming, 403, "Not a server of this pool")
+                return
+            self.reply(incoming, 200)
+            self.presence.schedule_notify(presentity, local_only=True)
+            return
         await self._route_in_dialog(incoming)
+
+    def _peer_token(self, presentity: str) -> str:
+        mac = hmac.new(self.config.secret, f"presence|{presentity}".encode(), hashlib.sha256)
+        return mac.hexdigest()[:32]
+
+    def _broadcast_presence(self, presentity: str) -> None:
+        """Tell every live peer that `presentity`'s presence changed (their watchers)."""
+        if self.membership is None:
+            return
+        for peer in self.membership.alive_peers():
+            self.spawn(self._signal_peer(peer, presentity))
+
+    async def _signal_peer(self, peer: Peer, presentity: str) -> None:
+        request = self._peer_request("NOTIFY", peer)
+        request.headers.add("Event", PEER_EVENT)
+        request.headers.add("X-Trimaran-Presentity", presentity)
+        request.headers.add("X-Trimaran-Token", self._peer_token(presentity))
+        response = await self.endpoint.request(request, Address("tcp", peer.host,
+                                                                peer.sip_port))
+        if response.status != 200:
+            log.info("presence signal to %s got %s", peer.name, response.status)
+
+    def _peer_request(self, method: str, peer: Peer, transport: str = "tcp") -> Request:
+        host, port = self.sip_address
+        return Request(method, URI("sip", None, None, peer.host, peer.sip_port),
+                       Headers([("Via", self.endpoint.via(transport)), ("Max-Forwards", "70"),
+                                ("From", f"<sip:{self.config.server}@{host}:{port}>;"
+                                         f"tag={new_tag()}"),
+                                ("To", f"<sip:{peer.host}:{peer.sip_port}>"),
+                                ("Call-ID", f"{method.lower()}-{new_tag()}@{host}"),
+                                ("CSeq", f"1 {method}")]))
 
     async def _handle_refer(self, incoming: IncomingRequest) -> None:
         await self._route_in_dialog(incoming)
@@ -514,7 +560,9 @@ class FrontEndServer:
         for contact in [c for c, f in self.contact_flows.items() if f == flow.id]:
             del self.contact_flows[contact]
         outbound = self._outbound.pop(flow.id, None)
-        if outbound:
+        if outbound and reason != "shutdown":
+            # On our own shutdown the clients move by themselves; their bindings stay
+            # routable (requests to them are retried on fresh bindings) until they do.
             self.spawn(self._drop_flow_bindings(outbound, flow, reason))
 
     async def _drop_flow_bindings(self, bindings: set[tuple[str, str]], flow: Flow,
@@ -593,14 +641,7 @@ class FrontEndServer:
             await self.store.bindings.purge_server(self.config.server)
 
     async def _ping_peer(self, peer: Peer, timeout: float) -> bool:
-        host, port = self.sip_address
-        request = Request("OPTIONS", URI("sip", None, None, peer.host, peer.sip_port),
-                          Headers([("Via", self.endpoint.via("udp")), ("Max-Forwards", "70"),
-                                   ("From", f"<sip:{self.config.server}@{host}:{port}>;"
-                                            f"tag={new_tag()}"),
-                                   ("To", f"<sip:{peer.host}:{peer.sip_port}>"),
-                                   ("Call-ID", f"ping-{new_tag()}@{host}"),
-                                   ("CSeq", "1 OPTIONS")]))
+        request = self._peer_request("OPTIONS", peer, "udp")
         try:
             response = await asyncio.wait_for(
                 self.endpoint.request(request, Address("udp", peer.host, peer.sip_port)),

@@ -1,0 +1,158 @@
+"""Front End pool behaviour (SPEC FE-1..FE-5, FE-7) with three servers on one store."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from tests.frontend.conftest import DOMAIN
+from tests.pool.conftest import Pool, wait_for
+from trimaran.client.ua import UserAgent
+from trimaran.client.xcap import XcapClient, XcapError
+from trimaran.roles.frontend.presence import basic_pidf
+from trimaran.store.model import ContactEntry, ContactGroup, ContactList
+
+ALICE, BOB, CAROL = (f"sip:{n}@{DOMAIN}" for n in ("alice", "bob", "carol"))
+
+
+async def test_users_on_different_servers_reach_each_other(pool: Pool) -> None:
+    # FE-1/FE-4: any server signs in any user; requests are relayed over the holder's flow.
+    alice = await pool.user("alice", "fe1a")
+    bob = await pool.user("bob", "fe1b")
+    assert (await alice.send_message(BOB, "hi from fe1a")).status == 200
+    assert (await bob.next_message()).body == b"hi from fe1a"
+    pending = alice.start_call(BOB)
+    incoming = await asyncio.wait_for(bob.incoming_calls.get(), 5)
+    await incoming.answer()
+    await alice.wait_answer(pending)
+    await asyncio.wait_for(incoming.acked.wait(), 5)
+    await incoming.bye()  # the callee's BYE travels back through both servers
+    await pending.wait_ended()
+
+
+async def test_presence_notify_crosses_servers(pool: Pool) -> None:
+    alice = await pool.user("alice", "fe1a")
+    bob = await pool.user("bob", "fe1b")
+    xcap = XcapClient(f"http://{pool.peers['fe1a'].host}:"
+                      f"{pool.servers['fe1a'].admin_address[1]}",  # type: ignore[index]
+                      ALICE, "alice", "alice-secret-pw")
+    await xcap.put(ContactList(ALICE, (ContactGroup("g"),), (ContactEntry(BOB, "", ("g",)),)))
+    subscription, response = await bob.subscribe(ALICE)
+    assert response.status == 200
+    await subscription.next_notify()
+    await alice.publish(basic_pidf(ALICE, "open", "across the pool"))
+    notify = await subscription.next_notify()
+    assert b"across the pool" in notify.body
+
+
+async def test_dead_server_is_declared_and_its_bindings_purged(pool: Pool) -> None:
+    # FE-3: a server that stops heartbeating is declared dead within the bound and its
+    # bindings are no longer used, then purged.
+    await pool.user("bob", "fe1b", reregister_on_flow_loss=False)
+    store = pool.store()
+    assert len(await store.bindings.for_aor(BOB, now=time.time())) == 1
+    stopped_at = time.monotonic()
+    await pool.stop("fe1b")
+    fe1a = pool.servers["fe1a"]
+    assert fe1a.membership is not None
+    took = await wait_for(lambda: fe1a.membership.is_dead("fe1b"), 3.0,  # type: ignore[union-attr]
+                          "fe1b declared dead")
+    assert took <= 1.0 + 0.2 + 0.5  # detection bound + one heartbeat + slack
+    deadline = time.monotonic() + 2
+    while await store.bindings.for_aor(BOB, now=time.time()):
+        assert time.monotonic() < deadline, "bindings of the dead server not purged"
+        await asyncio.sleep(0.05)
+    assert any(d.action == "purge" and d.server == "fe1b"
+               for s in pool.servers.values() if s.membership
+               for d in s.membership.history)
+    assert time.monotonic() - stopped_at < 3
+
+
+async def test_clients_of_a_failed_server_come_back_on_another_and_are_reachable(
+        pool: Pool) -> None:
+    # FE-2: the failed server's users re-register elsewhere at once and IM works again.
+    alice = await pool.user("alice", "fe1a")
+    bob = await pool.user("bob", "fe1b", "fe1c", "fe1a")
+    bob.registered.clear()
+    failed_at = time.monotonic()
+    await pool.stop("fe1b")
+    await wait_for(bob.registered.is_set, 5.0, "bob registered again")
+    assert bob.server == pool.address("fe1c")
+    response = await alice.send_message(BOB, "are you back?")
+    assert response.status == 200
+    assert (await bob.next_message()).body == b"are you back?"
+    assert time.monotonic() - failed_at < 5.0
+
+
+async def test_message_in_flight_to_a_moving_user_is_retried_not_lost(pool: Pool) -> None:
+    # A request whose binding went stale is retried on the user's fresh binding.
+    alice = await pool.user("alice", "fe1a")
+    bob = await pool.user("bob", "fe1b", "fe1c")
+    await pool.stop("fe1b")
+    response = await alice.send_message(BOB, "sent while you moved")  # no waiting first
+    assert response.status == 200
+    assert (await bob.next_message()).body == b"sent while you moved"
+
+
+async def test_drain_moves_clients_and_refuses_new_sign_ins(pool: Pool) -> None:
+    # FE-5: drain stops new sign-ins, moves the clients, no IM fails meanwhile.
+    alice = await pool.user("alice", "fe1a")
+    bob = await pool.user("bob", "fe1b", "fe1c")
+    await pool.servers["fe1b"].drain()
+    assert pool.servers["fe1b"].health() == (False, "draining")
+    carol = UserAgent(bob.config.__class__(
+        aor=CAROL, password="carol-secret-pw", servers=(pool.address("fe1b"),),
+        timers=bob.config.timers, auto_refresh=False))
+    await carol.start()
+    pool.agents.append(carol)
+    refused = await carol.register()
+    assert refused.status == 503 and refused.headers.get("Retry-After")
+    sent = 0
+    while bob.server != pool.address("fe1c") or not bob.registered.is_set():
+        assert (await alice.send_message(BOB, f"m{sent}")).status == 200
+        sent += 1
+        assert sent < 200, "bob never moved"
+    for i in range(5):
+        assert (await alice.send_message(BOB, f"after{i}")).status == 200
+    bodies = [(await bob.next_message()).body for _ in range(sent + 5)]
+    assert len(set(bodies)) == sent + 5
+
+
+async def test_back_end_outage_keeps_calls_and_im_in_resiliency_mode(pool: Pool) -> None:
+    # FE-7: the Back End is unreachable; registered users keep IM and calls from the
+    # caches, persistent changes are refused with 503 and a reason; service resumes.
+    alice = await pool.user("alice", "fe1a")
+    bob = await pool.user("bob", "fe1b")
+    assert (await alice.send_message(BOB, "warm the caches")).status == 200
+    await bob.next_message()
+    for store in pool.stores.values():
+        await store.close()  # every server loses the database
+    response = await alice.send_message(BOB, "during the outage")
+    assert response.status == 200
+    assert (await bob.next_message()).body == b"during the outage"
+    pending = alice.start_call(BOB)
+    incoming = await asyncio.wait_for(bob.incoming_calls.get(), 5)
+    await incoming.answer()
+    await alice.wait_answer(pending)
+    await pending.bye()
+    refresh = await bob.register()
+    assert refresh.status == 200
+    assert refresh.headers.get("X-Trimaran-Mode") == "resiliency"
+    published = await alice.publish(basic_pidf(ALICE, "open"))
+    assert published.status == 503
+    assert "resiliency" in published.reason and published.headers.get("Retry-After")
+    xcap = XcapClient(f"http://{pool.peers['fe1a'].host}:"
+                      f"{pool.servers['fe1a'].admin_address[1]}",  # type: ignore[index]
+                      ALICE, "alice", "alice-secret-pw")
+    try:
+        await xcap.put(ContactList(ALICE))
+    except XcapError as exc:
+        assert exc.status == 503
+    else:
+        raise AssertionError("a contact list change was accepted without a back end")
+    for store in pool.stores.values():
+        await store.open()  # the Back End returns: full service without restarts
+    await wait_for(lambda: all(s.mode == "full" for s in pool.servers.values()), 5,
+                   "full service again")
+    assert (await alice.publish(basic_pidf(ALICE, "open"))).status == 200
+    assert (await bob.register()).headers.get("X-Trimaran-Mode") == "full"
