@@ -8,15 +8,23 @@ param to `backend` below.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import contextlib
+import itertools
+import shutil
+import socket
+import tempfile
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import asyncpg  # type: ignore[import-untyped]
 import pytest
 
+from trimaran.backend import PgInstance, PostgresNotInstalled, find_bin_dir
 from trimaran.store import (
     Binding,
     Credentials,
+    PostgresStore,
     Publication,
     SqliteStore,
     Store,
@@ -29,20 +37,27 @@ DOMAIN = "example.com"
 
 @dataclass(frozen=True)
 class Backend:
-    """A store backend under test: `make()` returns an unopened store over one database."""
+    """A store backend under test: `make()` returns an unopened store over one database,
+    which lives at `location` (the SQLite file, or the PostgreSQL database's URL)."""
 
     name: str
     make: Callable[[], Store]
-    location: Path
+    location: Path | str
 
 
-@pytest.fixture(params=["sqlite"])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
-    """Every backend the contract tests run against."""
+@pytest.fixture(params=["sqlite", "postgres"])
+async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
+    """Every backend the contract tests run against (postgres: a fresh database of the
+    session's server per test)."""
     if request.param == "sqlite":
         path = tmp_path / "data" / f"{POOL}.sqlite"
-        return Backend("sqlite", lambda: SqliteStore(path, pool=POOL), path)
-    raise AssertionError(f"unknown backend {request.param}")  # pragma: no cover
+        yield Backend("sqlite", lambda: SqliteStore(path, pool=POOL), path)
+    elif request.param == "postgres":
+        server: PgInstance = request.getfixturevalue("pg_server")
+        async with fresh_database(server) as dsn:
+            yield Backend("postgres", lambda: PostgresStore(dsn, pool=POOL), dsn)
+    else:  # pragma: no cover
+        raise AssertionError(f"unknown backend {request.param}")
 
 
 @pytest.fixture
@@ -54,6 +69,63 @@ async def store(backend: Backend) -> AsyncIterator[Store]:
         yield s
     finally:
         await s.close()
+
+
+# --- PostgreSQL -------------------------------------------------------------------------
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgInstance]:
+    """One PostgreSQL server for the session (fsync off: throw-away data), skipped with
+    the reason when PostgreSQL is not installed.
+
+    Its directory is made here under /tmp with mode 0711 rather than under pytest's
+    tmp_path (0700 when root), so the ``postgres`` user the server runs as (when we are
+    root) can reach its data directory without any permission change."""
+    try:
+        find_bin_dir()
+    except PostgresNotInstalled as exc:
+        pytest.skip(f"PostgreSQL server binaries are absent: {exc}")
+    base = Path(tempfile.mkdtemp(prefix="trimaran-pg-"))
+    base.chmod(0o711)
+    server = PgInstance(base / "data", "127.0.0.1", free_port(), durable=False)
+    try:
+        server.initdb()
+        server.start(timeout=60)
+        yield server
+    finally:
+        server.stop(mode="immediate")
+        shutil.rmtree(base, ignore_errors=True)
+
+
+_DATABASE_NUMBERS = itertools.count(1)
+
+
+@contextlib.asynccontextmanager
+async def fresh_database(server: PgInstance) -> AsyncIterator[str]:
+    """A new, empty database on `server` for the block; its URL. Dropped afterwards."""
+    name = f"test_{next(_DATABASE_NUMBERS)}"
+    await admin_execute(server, f'CREATE DATABASE "{name}"')
+    try:
+        yield server.dsn.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        if server.is_running():
+            await admin_execute(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def admin_execute(server: PgInstance, sql: str, *args: object) -> str:
+    """Run one statement on the server's ``trimaran`` database as superuser."""
+    conn = await asyncpg.connect(server.dsn, timeout=10)
+    try:
+        return str(await conn.execute(sql, *args))
+    finally:
+        await conn.close()
 
 
 # --- record builders ------------------------------------------------------------------

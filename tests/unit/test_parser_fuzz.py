@@ -19,6 +19,7 @@ import re
 import string
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -38,12 +39,21 @@ from trimaran.sip.parser import (
     parse_message,
 )
 
-# About 2,600 examples in all; the whole file runs in well under a minute.
-_SLOW_OK = [HealthCheck.too_slow, HealthCheck.data_too_large]
-ROUND_TRIP = settings(max_examples=250, deadline=None, suppress_health_check=_SLOW_OK)
-STREAMS = settings(max_examples=150, deadline=None, suppress_health_check=_SLOW_OK)
-FUZZ_BYTES = settings(max_examples=1000, deadline=None, suppress_health_check=_SLOW_OK)
-FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=_SLOW_OK)
+
+def _examples(n: int) -> settings:
+    """Hypothesis settings for `n` examples, no deadline."""
+    return settings(max_examples=n, deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+# About 3,300 examples in all; generating whole messages is what costs, so the
+# robustness tests mostly mutate stored seeds. The file runs in about half a minute.
+ROUND_TRIP = _examples(150)
+STREAMS = _examples(100)
+FUZZ_BYTES = _examples(1000)
+FUZZ_SEEDS = _examples(1500)
+FUZZ_GENERATED = _examples(150)
+FUZZ_STREAMS = _examples(300)
 
 TOKEN_CHARS = string.ascii_letters + string.digits + "-.!%*_+`'~"
 LOWER_TOKEN_CHARS = string.ascii_lowercase + string.digits + "-.!*_+`'~"
@@ -442,58 +452,74 @@ WEIRD_NUMBERS = ["9" * 11, "4294967296", "65536", "256", "0", "1" + "0" * 5000, 
 STRUCTURAL = frozenset(b"0123456789=:;,<>\"@ \t/?")
 
 
-@st.composite
-def mutated(draw: st.DrawFn) -> bytes:
-    """A valid message with one to three structure-aware corruptions.
+def mutate(data: bytes, rng: random.Random) -> bytes:
+    """`data` with one to three structure-aware corruptions chosen by `rng`.
 
-    The corruptions are chosen by a seeded `random.Random`: Hypothesis favours
-    small integers, which would put nearly every mutation at offset 0.
+    A seeded `random.Random` picks them: Hypothesis favours small integers, which
+    would put nearly every mutation at offset 0.
     """
-    gen = draw(messages())
-    rng = random.Random(draw(st.integers(0, 2**32 - 1)))
-    data = bytearray(gen.data + gen.body)
+    out = bytearray(data)
     for _ in range(rng.choice([1, 1, 2, 3])):
         op = rng.choice(["flip", "truncate", "dup", "delete", "insert", "insert", "number",
                          "renumber", "renumber"])
-        spots = [i for i, b in enumerate(data) if b in STRUCTURAL]
+        spots = [i for i, b in enumerate(out) if b in STRUCTURAL]
         if spots and rng.random() < 0.6:  # near a delimiter or a digit, where parsers err
             pos = rng.choice(spots) + rng.randint(0, 1)
         else:
-            pos = rng.randint(0, max(0, len(data) - 1))
+            pos = rng.randint(0, max(0, len(out) - 1))
         if op == "renumber":  # replace a whole run of digits
-            runs = [m.span() for m in re.finditer(rb"[0-9]+", bytes(data))]
+            runs = [m.span() for m in re.finditer(rb"[0-9]+", bytes(out))]
             if runs:
                 start, end = rng.choice(runs)
-                data[start:end] = rng.choice(WEIRD_NUMBERS).encode()
-        elif op == "flip" and data:
-            data[pos % len(data)] = rng.randint(0, 255)
+                out[start:end] = rng.choice(WEIRD_NUMBERS).encode()
+        elif op == "flip" and out:
+            out[pos % len(out)] = rng.randint(0, 255)
         elif op == "truncate":
-            del data[pos:]
+            del out[pos:]
         elif op in ("dup", "delete"):
-            lines = bytes(data).split(b"\r\n")
+            lines = bytes(out).split(b"\r\n")
             i = rng.randrange(len(lines))
             if op == "dup":
                 lines.insert(i, lines[i])
             else:
                 del lines[i]
-            data = bytearray(b"\r\n".join(lines))
+            out = bytearray(b"\r\n".join(lines))
         elif op == "insert":
-            data[pos:pos] = rng.choice(SIP_INSERTS)
+            out[pos:pos] = rng.choice(SIP_INSERTS)
         else:
-            data[pos:pos] = rng.choice(WEIRD_NUMBERS).encode()
-    return bytes(data)
+            out[pos:pos] = rng.choice(WEIRD_NUMBERS).encode()
+    return bytes(out)
 
 
-@given(mutated(), st.data())
-@FUZZ
-def test_mutated_messages_raise_only_sip_parse_error(data: bytes, draw: st.DataObject) -> None:
+seeds = st.integers(0, 2**32 - 1).map(random.Random)
+# Cheap, varied starting points: every RFC 4475 torture message plus the handwritten ones.
+VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "rfc4475"
+SEED_MESSAGES = [p.read_bytes() for p in sorted(VECTORS.glob("*.dat"))] + HANDWRITTEN
+mutated_seeds = st.builds(mutate, st.sampled_from(SEED_MESSAGES), seeds)
+mutated_generated = st.builds(lambda gen, rng: mutate(gen.data + gen.body, rng), messages(),
+                              seeds)
+KEEPALIVE_BYTES = st.sampled_from([b"\r\n\r\n", b"\r\n", b"\r", b"\n"])
+
+
+@given(mutated_seeds, st.data())
+@FUZZ_SEEDS
+def test_mutated_torture_messages_raise_only_sip_parse_error(data: bytes,
+                                                             draw: st.DataObject) -> None:
     check_datagram(data)
     check_stream(data, chunk_splits(draw, len(data)))
 
 
-@given(st.lists(mutated() | st.sampled_from([b"\r\n\r\n", b"\r\n", b"\r", b"\n"]),
-                min_size=2, max_size=4), st.data())
-@STREAMS
+@given(mutated_generated, st.data())
+@FUZZ_GENERATED
+def test_mutated_generated_messages_raise_only_sip_parse_error(data: bytes,
+                                                               draw: st.DataObject) -> None:
+    check_datagram(data)
+    check_stream(data, chunk_splits(draw, len(data)))
+
+
+@given(st.lists(mutated_seeds | st.sampled_from(SEED_MESSAGES) | KEEPALIVE_BYTES,
+                min_size=2, max_size=5), st.data())
+@FUZZ_STREAMS
 def test_mutated_streams_frame_alike_however_they_arrive(items: list[bytes],
                                                          draw: st.DataObject) -> None:
     stream = b"".join(items)

@@ -106,6 +106,7 @@ class UserAgent:
         self._closed = False
         self._pending_invites: dict[str, Request] = {}  # call-id -> INVITE in flight
         self._tasks: set[asyncio.Future[object]] = set()
+        self._seen_messages: dict[tuple[str, int, str], None] = {}
 
     # -- lifecycle --------------------------------------------------------------
     async def start(self) -> None:
@@ -507,7 +508,16 @@ class UserAgent:
 
     def _handle_message(self, incoming: IncomingRequest) -> None:
         self.endpoint.reply(incoming, 200, to_tag=new_tag())
-        self.messages.put_nowait(incoming.request)
+        request = incoming.request
+        # A proxy that retries a request whose flow failed may deliver it twice: the
+        # same Call-ID, CSeq and From tag is the same message (RFC 3261 §8.2.2.2 spirit).
+        key = (request.call_id, request.cseq.seq, request.from_.tag or "")
+        if key in self._seen_messages:
+            return
+        self._seen_messages[key] = None
+        if len(self._seen_messages) > 4096:
+            del self._seen_messages[next(iter(self._seen_messages))]
+        self.messages.put_nowait(request)
 
     def _handle_options(self, incoming: IncomingRequest) -> None:
         self.endpoint.reply(incoming, 200, headers=Headers([("Allow", ALLOW)]), to_tag=new_tag())

@@ -88,7 +88,8 @@ class SipEndpoint:
                  on_flow_closed: Callable[[Flow, str], None] | None = None) -> None:
         self.transactions = TransactionLayer(timers)
         self.transport = TransportLayer(self._on_message, transport_config or TransportConfig(),
-                                        on_flow_closed=on_flow_closed)
+                                        on_flow_closed=self._flow_closed)
+        self._on_flow_closed = on_flow_closed
         self._on_request = on_request
         self._on_stray_response = on_stray_response
         self._pending: dict[ClientTransaction, _Pending] = {}
@@ -197,6 +198,17 @@ class SipEndpoint:
         return response
 
     # -- event plumbing -------------------------------------------------------
+    def _flow_closed(self, flow: Flow, reason: str) -> None:
+        """A connection died: requests waiting for an answer over it fail now (RFC 5626
+        §5: a failed flow fails its requests) instead of at Timer B/F."""
+        if not self._closed:
+            stranded = [txn for txn in self._pending
+                        if txn.context == flow and not txn.terminated]
+            for txn in stranded:
+                self._process(self.transactions.transport_error(txn, self.now))
+        if self._on_flow_closed is not None:
+            self._on_flow_closed(flow, reason)
+
     def _on_message(self, message: Message, flow: Flow) -> None:
         if self._closed:
             return

@@ -1,7 +1,8 @@
 """The data a pool keeps, behind repository interfaces (`base`) with written contracts.
 
-Backends: `SqliteStore` (embedded, Standard Edition). Records are the frozen values
-of `model`; `codec` encodes them for change-log payloads.
+Backends: `SqliteStore` (embedded, Standard Edition) and `PostgresStore` (networked,
+mirrored, Enterprise Edition). Records are the frozen values of `model`; `codec`
+encodes them for change-log payloads.
 """
 
 from trimaran.store.base import (
@@ -34,6 +35,7 @@ from trimaran.store.model import (
     Subscription,
     User,
 )
+from trimaran.store.postgres import PostgresStore
 from trimaran.store.sqlite import SqliteStore
 
 __all__ = [
@@ -55,6 +57,7 @@ __all__ = [
     "MeetingRepository",
     "Migration",
     "NotFound",
+    "PostgresStore",
     "PresenceRepository",
     "PresenceRule",
     "Publication",

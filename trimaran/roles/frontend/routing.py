@@ -118,14 +118,22 @@ class Router:
         self.server.spawn(self._finish_when_done(ctx))
 
     async def _finish_when_done(self, ctx: ForkContext) -> None:
-        self.server.proxy.finish(ctx, await ctx.best)
+        best = await ctx.best
+        finals = [b.final for b in ctx.branches if b.final is not None]
+        if best is not None and finals and all(f.status in (408, 503) for f in finals):
+            # The client's flow failed under the request: tell the peer so it retries
+            # on the user's fresh binding (RFC 5626 §5.3, 430 Flow Failed).
+            best = best.copy()
+            best.status, best.reason = 430, "Flow Failed"
+        self.server.proxy.finish(ctx, best)
 
     # -- forwarding with retry ---------------------------------------------------------
     async def forward(self, incoming: IncomingRequest, targets: list[Target],
                       refresh: Callable[[], Awaitable[list[Target]]] | None) -> None:
         """Fork to `targets`; if all fail as stale, retry fresh targets within the window."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.server.config.route_retry_window
+        window = self.server.config.route_retry_window
+        limit = loop.time() + 2 * window
         ctx = self.server.proxy.fork(incoming, targets)
         tried = {t.key for t in targets}
         while True:
@@ -134,9 +142,14 @@ class Router:
                 break
             statuses = {b.final.status for b in ctx.branches if b.final is not None}
             if not statuses <= STALE_STATUSES:
+                log.debug("%s %s: not retried, answers %s", incoming.request.method,
+                          incoming.request.call_id, sorted(statuses))
                 break
+            deadline = min(loop.time() + window, limit)  # from when the failure is known
             fresh = await self._fresh_targets(refresh, tried, deadline)
             if not fresh:
+                log.info("%s %s: no fresh binding within the retry window (%s)",
+                         incoming.request.method, incoming.request.call_id, sorted(statuses))
                 break
             log.info("%s %s: %s failed (%s); retrying on %d fresh binding(s)",
                      incoming.request.method, incoming.request.call_id,

@@ -560,9 +560,9 @@ class FrontEndServer:
         for contact in [c for c, f in self.contact_flows.items() if f == flow.id]:
             del self.contact_flows[contact]
         outbound = self._outbound.pop(flow.id, None)
-        if outbound and reason != "shutdown":
-            # On our own shutdown the clients move by themselves; their bindings stay
-            # routable (requests to them are retried on fresh bindings) until they do.
+        if outbound and reason != "shutdown" and not self.draining:
+            # When we shut down or drain, the clients move by themselves; their bindings
+            # stay routable (requests are retried on fresh bindings) until they have.
             self.spawn(self._drop_flow_bindings(outbound, flow, reason))
 
     async def _drop_flow_bindings(self, bindings: set[tuple[str, str]], flow: Flow,
@@ -604,6 +604,7 @@ class FrontEndServer:
             await self.store.bindings.purge_expired(now=now)
             self._bindings_count = await self.store.bindings.count(
                 now=now, server=self.config.server)
+            self.metrics.set_registered_bindings(self._bindings_count)
             if self.membership is None:
                 await self.store.heartbeats.beat(Heartbeat(self.config.server,
                                                            self.config.pool, now))
@@ -612,7 +613,6 @@ class FrontEndServer:
                 self.mode = "full"
         except StoreUnavailable as exc:
             self._enter_resiliency(str(exc))
-        self.metrics.set_registered_bindings(self._bindings_count)
         await self.presence.expire()
         self.metrics.set_active_subscriptions(len(self.presence.watches))
 

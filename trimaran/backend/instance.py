@@ -1,0 +1,408 @@
+"""A local PostgreSQL server instance: create it, start, stop and kill it.
+
+Used by `trimaran up` to run a pool's Back End on this machine and by the tests
+(real PostgreSQL, no mocks: DESIGN §5).
+
+Theory of operation: everything goes through the server's own tools (``initdb``,
+``pg_ctl``, ``postgres --single``) found in `bin_dir`, else in the highest
+``/usr/lib/postgresql/<version>/bin`` (Debian's layout). The instance listens on one
+TCP address (`host`, meant to be a 127.x loopback address) and on a Unix socket in
+its data directory; authentication is ``trust`` for local sockets and for
+127.0.0.0/8 only (replication included, for the mirroring agent), and the superuser
+is ``trimaran``, owner of a database ``trimaran``. `dsn` is the URL to reach it.
+
+Root: PostgreSQL refuses to run as root. When this process is root, every server
+tool runs as the ``postgres`` system user (created by Debian's ``postgresql``
+package); the data directory (mode 0700) and the log file are chowned to it, and
+every ancestor directory of both that ``postgres`` could not traverse gets the
+``o+x`` bit — search only, never read or write. That is what makes pytest's
+``tmp_path`` usable (its base, ``/tmp/pytest-of-root``, is 0700): the change is logged.
+
+The server's log goes to `log_path` (default ``<data_dir>.log``, beside the data
+directory). A Unix socket path longer than the kernel allows (107 bytes) is not
+created: the instance then listens on TCP only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import pwd
+import re
+import shlex
+import shutil
+import signal
+import stat
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+#: Where Debian installs the server binaries, one directory per major version.
+DEBIAN_ROOT = Path("/usr/lib/postgresql")
+#: The Debian package that provides them (and the ``postgres`` system user).
+DEBIAN_PACKAGE = "postgresql"
+#: The system user the server runs as when we are root.
+SYSTEM_USER = "postgres"
+#: The superuser role and the database every instance has.
+SUPERUSER = "trimaran"
+DATABASE = "trimaran"
+
+_STOP_MODES = ("smart", "fast", "immediate")
+_MAX_SOCKET_PATH = 107                    # sun_path minus its NUL (PostgreSQL's limit)
+_NOT_DURABLE = {"fsync": "off", "full_page_writes": "off", "synchronous_commit": "off"}
+
+_HBA = """\
+# Written by Trimaran: trust on the local socket and on loopback (127.0.0.0/8) only.
+# TYPE  DATABASE     USER  ADDRESS       METHOD
+local   all          all                 trust
+host    all          all   127.0.0.0/8   trust
+local   replication  all                 trust
+host    replication  all   127.0.0.0/8   trust
+"""
+
+
+class BackendError(Exception):
+    """Root of the Back End errors (PostgreSQL instances and their mirroring)."""
+
+
+class PostgresNotInstalled(BackendError):
+    """The PostgreSQL server binaries (or its system user) are not on this machine."""
+
+
+def find_bin_dir(bin_dir: Path | None = None, *, root: Path = DEBIAN_ROOT) -> Path:
+    """The directory holding ``initdb``, ``pg_ctl`` and ``postgres``: `bin_dir` when given,
+    else the highest version under `root`. `PostgresNotInstalled` names the package."""
+    if bin_dir is not None:
+        candidates = [bin_dir]
+    else:
+        versions = root.glob("*/bin") if root.is_dir() else iter(())
+        candidates = sorted(versions, key=_version_key, reverse=True)
+    for candidate in candidates:
+        if all(os.access(candidate / tool, os.X_OK) for tool in ("initdb", "pg_ctl", "postgres")):
+            return candidate
+    where = str(bin_dir) if bin_dir is not None else f"{root}/*/bin"
+    raise PostgresNotInstalled(
+        f"PostgreSQL server binaries (initdb, pg_ctl, postgres) not found in {where}: "
+        f"install the Debian package '{DEBIAN_PACKAGE}' (apt-get install {DEBIAN_PACKAGE})")
+
+
+def _version_key(path: Path) -> tuple[int, ...]:
+    return tuple(int(n) for n in re.findall(r"\d+", path.parent.name)) or (0,)
+
+
+class PgInstance:
+    """One PostgreSQL server: its data directory, its loopback address and port.
+
+    `durable=False` turns fsync off everywhere (initdb, single-user mode and the
+    server): for tests only, a crash of the machine may then lose data. `settings`
+    are extra server settings (``name -> value``) given at every start.
+    """
+
+    def __init__(self, data_dir: Path, host: str, port: int, *, bin_dir: Path | None = None,
+                 log_path: Path | None = None, durable: bool = True,
+                 settings: Mapping[str, str] | None = None) -> None:
+        self.data_dir = Path(data_dir).absolute()
+        self.host = host
+        self.port = port
+        self.bin_dir = bin_dir
+        self.log_path = (Path(log_path).absolute() if log_path is not None
+                         else self.data_dir.with_name(self.data_dir.name + ".log"))
+        self.durable = durable
+        self.settings = dict(settings or {})
+
+    def __repr__(self) -> str:
+        return f"PgInstance({str(self.data_dir)!r}, {self.host!r}, {self.port})"
+
+    @property
+    def dsn(self) -> str:
+        """The URL of the instance's ``trimaran`` database as its superuser."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"postgresql://{SUPERUSER}@{host}:{self.port}/{DATABASE}"
+
+    @property
+    def initialized(self) -> bool:
+        """True once `initdb` has created the data directory."""
+        return (self.data_dir / "PG_VERSION").exists()
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    def initdb(self) -> bool:
+        """Create the data directory, the ``trimaran`` superuser and database; False (doing
+        nothing) when it already exists. A failure leaves no half-made directory."""
+        bins = find_bin_dir(self.bin_dir)
+        if self.initialized:
+            return False
+        self._prepare_data_dir()
+        try:
+            self._run([str(bins / "initdb"), "-D", str(self.data_dir), "-U", SUPERUSER,
+                       "--auth-local=trust", "--auth-host=trust", "--encoding=UTF8",
+                       "--locale=C", *([] if self.durable else ["--no-sync"])],
+                      what="initdb", timeout=120)
+            self._write_owned(self.data_dir / "pg_hba.conf", _HBA)
+            self._create_database(bins)
+        except BaseException:
+            self._wipe_data_dir()
+            raise
+        log.info("postgres: initialised %s", self.data_dir)
+        return True
+
+    def clone_from(self, host: str, port: int, *, timeout: float = 300.0) -> bool:
+        """Create the data directory as a copy of the running server at `host`:`port`
+        (``pg_basebackup -R``): once started, this instance is a hot standby streaming
+        from it. False (doing nothing) when the data directory exists already."""
+        bins = find_bin_dir(self.bin_dir)
+        if self.initialized:
+            return False
+        self._prepare_data_dir()
+        try:
+            self._run([str(bins / "pg_basebackup"), "-h", host, "-p", str(port),
+                       "-U", SUPERUSER, "-D", str(self.data_dir), "-R", "-X", "stream",
+                       "-c", "fast", *([] if self.durable else ["--no-sync"])],
+                      what="pg_basebackup", timeout=timeout)
+        except BaseException:
+            self._wipe_data_dir()
+            raise
+        log.info("postgres: cloned %s:%d into %s", host, port, self.data_dir)
+        return True
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Start the server and wait until it accepts connections (at most `timeout`
+        seconds); nothing when it runs already. `BackendError` with the log's tail."""
+        bins = find_bin_dir(self.bin_dir)
+        if self.is_running():
+            return
+        if not self.initialized:
+            raise BackendError(f"{self.data_dir} is not a PostgreSQL data directory: "
+                               "call initdb() first")
+        self._clear_stale_locks()
+        self._prepare_log()
+        options = " ".join(f"-c {shlex.quote(f'{k}={v}')}"
+                           for k, v in self._server_settings().items())
+        try:
+            self._run([str(bins / "pg_ctl"), "start", "-D", str(self.data_dir),
+                       "-l", str(self.log_path), "-w", "-t", str(max(1, math.ceil(timeout))),
+                       "-o", options], what="pg_ctl start", timeout=timeout + 10)
+        except BackendError as exc:
+            raise BackendError(f"{exc}\n--- {self.log_path} (tail) ---\n{self.log_tail()}"
+                               ) from exc
+        log.info("postgres: started %s on %s:%d", self.data_dir, self.host, self.port)
+
+    def stop(self, mode: str = "fast", timeout: float = 30.0) -> None:
+        """Stop the server (``smart``, ``fast`` or ``immediate`` shutdown) and wait for it;
+        nothing when it is not running."""
+        if mode not in _STOP_MODES:
+            raise ValueError(f"stop mode must be one of {', '.join(_STOP_MODES)}, not {mode!r}")
+        bins = find_bin_dir(self.bin_dir)
+        if not self.is_running():
+            return
+        self._run([str(bins / "pg_ctl"), "stop", "-D", str(self.data_dir), "-m", mode,
+                   "-w", "-t", str(max(1, math.ceil(timeout)))],
+                  what="pg_ctl stop", timeout=timeout + 10)
+        log.info("postgres: stopped %s (%s)", self.data_dir, mode)
+
+    def kill(self, timeout: float = 10.0) -> None:
+        """SIGKILL the postmaster and its backends (its process group), as a crash of
+        the host would; wait until they are gone. Nothing when it is not running. The
+        next `start` runs crash recovery."""
+        pid = self.pid()
+        if pid is None:
+            return
+        group = os.getpgid(pid)
+        with contextlib.suppress(ProcessLookupError):
+            if group == pid:              # pg_ctl makes the postmaster a session leader
+                os.killpg(group, signal.SIGKILL)
+            else:
+                os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + timeout
+        while _alive(pid) or (group == pid and _group_alive(group)):
+            if time.monotonic() > deadline:
+                raise BackendError(f"postgres {pid} of {self.data_dir} survived SIGKILL")
+            time.sleep(0.02)
+        self._clear_stale_locks()
+        log.warning("postgres: killed %s (pid %d)", self.data_dir, pid)
+
+    def pid(self) -> int | None:
+        """The running postmaster's process id, or None."""
+        try:
+            first = (self.data_dir / "postmaster.pid").read_text().split("\n", 1)[0]
+            pid = int(first)
+        except (OSError, ValueError):
+            return None
+        return pid if _alive(pid) and _is_postgres(pid) else None
+
+    def is_running(self) -> bool:
+        """True while the postmaster runs (it may still be starting or stopping)."""
+        return self.pid() is not None
+
+    def log_tail(self, lines: int = 20) -> str:
+        """The last lines of the server log ("" when there is none)."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    # --- helpers ------------------------------------------------------------------------
+
+    def _server_settings(self) -> dict[str, str]:
+        sockets = str(self.data_dir)
+        if len(sockets) + len(f"/.s.PGSQL.{self.port}.lock") > _MAX_SOCKET_PATH:
+            sockets = ""                  # too long for a Unix socket: TCP only
+        settings = {"listen_addresses": self.host, "port": str(self.port),
+                    "unix_socket_directories": sockets}
+        if not self.durable:
+            settings.update(_NOT_DURABLE)
+        settings.update(self.settings)
+        return settings
+
+    def _create_database(self, bins: Path) -> None:
+        """CREATE DATABASE in single-user mode: no server, no network needed yet."""
+        fsync = [] if self.durable else ["-c", "fsync=off"]
+        out = self._run([str(bins / "postgres"), "--single", "-D", str(self.data_dir), *fsync,
+                         "-c", "exit_on_error=on", "postgres"],
+                        what="CREATE DATABASE", timeout=120,
+                        input=f'CREATE DATABASE "{DATABASE}" OWNER "{SUPERUSER}";\n')
+        if "ERROR" in out:
+            raise BackendError(f"CREATE DATABASE {DATABASE} failed: {out.strip()}")
+
+    def _prepare_data_dir(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.data_dir.chmod(0o700)
+        owner = _system_user()
+        if owner is not None:
+            os.chown(self.data_dir, owner.pw_uid, owner.pw_gid)
+            _make_traversable(self.data_dir.parent, owner)
+
+    def _prepare_log(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.log_path.touch(mode=0o600, exist_ok=True)
+        owner = _system_user()
+        if owner is not None:
+            os.chown(self.log_path, owner.pw_uid, owner.pw_gid)
+            _make_traversable(self.log_path.parent, owner)
+
+    def _write_owned(self, path: Path, text: str) -> None:
+        path.write_text(text)
+        path.chmod(0o600)
+        owner = _system_user()
+        if owner is not None:
+            os.chown(path, owner.pw_uid, owner.pw_gid)
+
+    def _wipe_data_dir(self) -> None:
+        """Empty the data directory after a failed initdb, so the next one can run."""
+        if not self.data_dir.is_dir():
+            return
+        for entry in self.data_dir.iterdir():
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+
+    def _clear_stale_locks(self) -> None:
+        """Remove the lock files of a postmaster that is gone (killed): a zombie left
+        unreaped by init would otherwise make the next postmaster refuse to start."""
+        if self.is_running():
+            return
+        (self.data_dir / "postmaster.pid").unlink(missing_ok=True)
+        (self.data_dir / f".s.PGSQL.{self.port}.lock").unlink(missing_ok=True)
+
+    def _run(self, args: Sequence[str], *, what: str, timeout: float,
+             input: str | None = None) -> str:
+        """Run a server tool (as the ``postgres`` user when we are root); its output."""
+        owner = _system_user()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        env["LC_ALL"] = "C"
+        try:
+            if owner is not None:
+                env["HOME"] = owner.pw_dir
+                done = subprocess.run(
+                    args, input=input, capture_output=True, text=True, timeout=timeout,
+                    cwd="/", env=env, check=False, user=owner.pw_uid, group=owner.pw_gid,
+                    extra_groups=[])
+            else:
+                done = subprocess.run(args, input=input, capture_output=True, text=True,
+                                      timeout=timeout, cwd="/", env=env, check=False)
+        except subprocess.TimeoutExpired as exc:
+            raise BackendError(f"{what} for {self.data_dir} did not finish within "
+                               f"{timeout:.0f} s") from exc
+        except OSError as exc:
+            raise BackendError(f"{what} for {self.data_dir} could not run: {exc}") from exc
+        output = (done.stdout or "") + (done.stderr or "")
+        if done.returncode != 0:
+            raise BackendError(f"{what} for {self.data_dir} failed "
+                               f"(exit {done.returncode}): {output.strip()}")
+        return output
+
+
+def _system_user() -> pwd.struct_passwd | None:
+    """The ``postgres`` account when we are root (the server refuses root), else None."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        return pwd.getpwnam(SYSTEM_USER)
+    except KeyError:
+        raise PostgresNotInstalled(
+            f"running as root, PostgreSQL must run as the '{SYSTEM_USER}' system user, which "
+            f"does not exist: install the Debian package '{DEBIAN_PACKAGE}'") from None
+
+
+def _make_traversable(directory: Path, owner: pwd.struct_passwd) -> None:
+    """Give `owner` search access to `directory` and its ancestors by adding ``o+x`` where
+    it has none (never read or write)."""
+    for path in (directory, *directory.parents):
+        st = path.stat()
+        if (st.st_mode & stat.S_IXOTH
+                or (st.st_uid == owner.pw_uid and st.st_mode & stat.S_IXUSR)
+                or (st.st_gid == owner.pw_gid and st.st_mode & stat.S_IXGRP)):
+            continue
+        path.chmod(stat.S_IMODE(st.st_mode) | stat.S_IXOTH)
+        log.info("postgres: added o+x to %s so that '%s' can reach its data", path,
+                 owner.pw_name)
+
+
+def _proc_state(pid: int) -> str | None:
+    """The state letter of a process from /proc (None when it does not exist)."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text.rsplit(")", 1)[1].split()[0]
+
+
+def _alive(pid: int) -> bool:
+    """True when `pid` exists and is not a zombie."""
+    if Path("/proc/self").exists():
+        return _proc_state(pid) not in (None, "Z", "X")
+    try:                                       # no /proc: kill(0) is all we have
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _is_postgres(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip().startswith(("postgres", "postmaster"))
+    except OSError:
+        return True                            # no /proc to ask: trust the pid file
+
+
+def _group_alive(group: int) -> bool:
+    """True while a live (non-zombie) process of process group `group` remains."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == group and fields[0] not in ("Z", "X"):
+            return True
+    return False
