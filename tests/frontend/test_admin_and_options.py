@@ -59,8 +59,8 @@ async def test_health_is_503_while_the_store_is_unreachable(
     response = await alice.register()
     assert response.status == 503
     assert response.headers.get("Retry-After")
-    async with aiohttp.ClientSession() as session:
-        async with session.get(frontend.admin_url + "/health") as resp:
-            assert resp.status == 503
+    async with aiohttp.ClientSession() as session, \
+            session.get(frontend.admin_url + "/health") as resp:
+        assert resp.status == 503
     await frontend.store.open()  # and comes back: service resumes without a restart
     assert (await alice.register()).status == 200
