@@ -63,7 +63,9 @@ RATES = (100, 200, 400, 800, 1200, 1600, 2400, 3200, 4800, 6400, 9600, 12800)
 MAX_CALLS = 20_000                  # per step
 FAILURE_LIMIT = 0.1                 # percent of the calls of a step
 SUSTAINED = 0.9                     # achieved/target below this: the rate was not kept
-WARMUP_RATE = 400                   # registering every user before a series
+WARMUP_RATE = 200                   # registering every user before the measurements
+REREGISTER_AFTER = 200.0            # s; the bindings' Expires is 300
+RETRY_PAUSE = 3.0                   # s before a failed step is tried again
 SIPP_BUFFER = 4 * 1024 * 1024
 KAMAILIO_SHM_MB = 512               # the package default (64) is too small for MESSAGE loads
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -374,6 +376,7 @@ class Step:
     p50_ms: float | None
     p99_ms: float | None
     timed_out: bool
+    attempt: int = 1         # 2: the step was run again after failing
 
     @property
     def failures(self) -> float:
@@ -442,12 +445,16 @@ def sipp_args(server: Server, workload: str, ctx: Context, rate: int, calls: int
 
 
 def run_step(server: Server, workload: str, rate: int, ctx: Context, *,
-             calls: int | None = None, tag: str = "") -> Step:
+             calls: int | None = None, tag: str = "", attempt: int = 1) -> Step:
     """Drive `workload` at `rate` against `server` and measure it."""
     if calls is None:
         calls = max(1, min(MAX_CALLS, round(rate * ctx.step_seconds)))
     budget = calls / rate + 20.0
-    workdir = ctx.workdir / "sipp" / f"{server.label.split()[0].lower()}-{workload}-{rate}{tag}"
+    if attempt > 1:
+        tag += f"-try{attempt}"
+    name = server.label.split()[0].lower() + (f"{server.children}" if isinstance(
+        server, KamailioServer) else "")
+    workdir = ctx.workdir / "sipp" / f"{name}-{workload}-{rate}{tag}"
     receiver_before = tree_cpu_seconds(ctx.receiver_pid) if ctx.receiver_pid else 0.0
     server_before = server.cpu_seconds()
     drops_before = udp_receive_drops()
@@ -467,7 +474,8 @@ def run_step(server: Server, workload: str, rate: int, ctx: Context, *,
                 sipp_cpu=100.0 * (result.cpu_seconds + receiver_cpu) / wall,
                 retransmissions=result.counter("Retransmissions(C)"), udp_drops=drops,
                 p50_ms=percentile(result.rtts_ms, 0.50), p99_ms=percentile(result.rtts_ms, 0.99),
-                timed_out=result.timed_out or result.returncode not in (0, 1))
+                timed_out=result.timed_out or result.returncode not in (0, 1),
+                attempt=attempt)
 
 
 def register_everyone(server: Server, ctx: Context) -> None:
@@ -490,21 +498,30 @@ STEP_HEADER = ("server", "workload", "target/s", "achieved/s", "fail %", "retran
 
 
 def step_row(step: Step) -> list[str]:
-    return [step.server, step.workload, str(step.target), f"{step.achieved:.0f}",
+    target = f"{step.target}" + (" (again)" if step.attempt > 1 else "")
+    return [step.server, step.workload, target, f"{step.achieved:.0f}",
             f"{step.failures:.2f}", str(step.retransmissions), str(step.udp_drops),
             f"{step.server_cpu:.0f}",
             f"{step.sipp_cpu:.0f}", format_ms(step.p50_ms), format_ms(step.p99_ms)]
 
 
 def run_series(server: Server, workload: str, rates: Sequence[int], ctx: Context) -> list[Step]:
-    """Step through `rates` until a step fails; print each step."""
+    """Step through `rates` until a step fails twice in a row; print each step.
+
+    A failed step is tried once more after a pause: one hiccup (the machine is shared
+    with SIPp) should not end the series."""
     steps: list[Step] = []
     for rate in rates:
         step = run_step(server, workload, rate, ctx)
         steps.append(step)
         print("  " + " | ".join(step_row(step)), flush=True)
         if not step.ok:
-            break
+            time.sleep(RETRY_PAUSE)
+            step = run_step(server, workload, rate, ctx, attempt=2)
+            steps.append(step)
+            print("  " + " | ".join(step_row(step)), flush=True)
+            if not step.ok:
+                break
         time.sleep(1.0)
     return steps
 
@@ -524,9 +541,12 @@ def measure_server(server: Server, workloads: Sequence[str], rates: Sequence[int
             server.start()
             print(f"   {server.process_count()} process(es), root pid {server.root_pid()}",
                   flush=True)
+            registered_at = -REREGISTER_AFTER
             for workload in workloads:
-                register_everyone(server, ctx)
-                time.sleep(1.0)
+                if time.monotonic() - registered_at >= REREGISTER_AFTER:
+                    register_everyone(server, ctx)
+                    registered_at = time.monotonic()
+                    time.sleep(1.0)
                 print(f"  -- {workload}: " + " | ".join(STEP_HEADER), flush=True)
                 series[workload] = run_series(server, workload, rates, ctx)
                 time.sleep(2.0)
@@ -550,7 +570,8 @@ class Best:
 def best_of(steps: list[Step], max_rate: int) -> Best:
     passed = [s for s in steps if s.ok]
     failed = [s for s in steps if not s.ok]
-    limit = failed[0].why_not() if failed else f"max rate {max_rate}/s reached"
+    limit = steps[-1].why_not() if failed and not steps[-1].ok \
+        else f"max rate {max_rate}/s reached"
     server = steps[0].server if steps else "?"
     return Best(server, passed[-1] if passed else None, limit)
 

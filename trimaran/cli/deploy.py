@@ -9,8 +9,16 @@ import sys
 
 import click
 
+from trimaran.backend.instance import BackendError
 from trimaran.cli.common import dir_option, echo_json, fail, json_option, open_rundir
-from trimaran.deploy.rundir import DeploymentState, RunDir, ServerState, remember_rundir
+from trimaran.deploy.database import databases_of, instance
+from trimaran.deploy.rundir import (
+    DatabaseState,
+    DeploymentState,
+    RunDir,
+    ServerState,
+    remember_rundir,
+)
 from trimaran.deploy.supervisor import (
     fetch_json,
     health,
@@ -23,7 +31,7 @@ from trimaran.deploy.supervisor import (
     wait_healthy,
 )
 from trimaran.topology.loader import load_topology
-from trimaran.topology.model import Edition, PoolRole, Topology
+from trimaran.topology.model import PoolRole, Topology
 from trimaran.topology.validator import format_violations, has_errors, validate_file
 
 START_TIMEOUT = 30.0
@@ -33,10 +41,9 @@ def runnable(topology: Topology) -> list[ServerState]:
     """The servers `up` starts; refuses roles this version cannot run yet."""
     servers = []
     for pool in topology.pools:
-        if pool.role is not PoolRole.FRONTEND or pool.edition is not Edition.STANDARD:
-            fail(f"pool {pool.name}: {pool.role.value}"
-                 f"{'/' + pool.edition.value if pool.edition else ''} pools cannot be run "
-                 "by this version yet (Standard Edition Front End pools can)")
+        if pool.role is not PoolRole.FRONTEND:
+            fail(f"pool {pool.name}: {pool.role.value} pools cannot be run by this version "
+                 "yet (Front End pools can)")
         for srv in pool.servers:
             servers.append(ServerState(srv.name, pool.name, pool.role.value, srv.address,
                                        srv.sip_port, srv.admin_port))
@@ -70,7 +77,19 @@ def start_deployment(file: str, run: RunDir, timeout: float) -> DeploymentState:
                  "stop it with `trimaran down` first")
     run.create()
     shutil.copyfile(file, run.topology)
-    state = DeploymentState(topology.name, {s.name: s for s in servers})
+    databases = databases_of(topology)
+    state = DeploymentState(topology.name, {s.name: s for s in servers},
+                            {d.name: d for d in databases})
+    run.save_state(state)
+    for database in databases:
+        try:
+            db = instance(run, database)
+            db.initdb()
+            db.start(timeout=timeout)
+        except BackendError as exc:
+            stop_all(state)
+            stop_databases(run, state)
+            fail(f"back end {database.name} could not start: {exc}")
     for server in servers:
         run.secret(server.pool)
         start_server(run, server)
@@ -80,6 +99,7 @@ def start_deployment(file: str, run: RunDir, timeout: float) -> DeploymentState:
     if failed:
         details = "\n".join(f"--- {name} ---\n{log_tail(run, name)}" for name in failed)
         stop_all(state)
+        stop_databases(run, state)
         fail(f"server(s) {', '.join(failed)} did not become healthy in {timeout:.0f}s; "
              f"stopped the deployment.\n{details}")
     return state
@@ -114,10 +134,66 @@ def down(rundir: str | None) -> None:
     run = open_rundir(rundir)
     state = run.load_state()
     stop_all(state)
+    stop_databases(run, state)
     for server in state.servers.values():
         server.pid = None
     run.save_state(state)
     click.echo(f"deployment in {run.path} is down")
+
+
+def stop_databases(run: RunDir, state: DeploymentState) -> None:
+    """Stop every Back End instance of the deployment (fast shutdown)."""
+    for database in state.databases.values():
+        db = instance(run, database)
+        if db.is_running():
+            db.stop()
+
+
+@click.group()
+def db() -> None:
+    """Act on a pool's Back End database."""
+
+
+def _database(rundir: str | None, pool: str) -> tuple[RunDir, DatabaseState]:
+    run = open_rundir(rundir)
+    state = run.load_state()
+    found = [d for d in state.databases.values() if d.pool == pool]
+    if not found:
+        fail(f"pool {pool!r} has no back end in this deployment")
+    return run, found[0]
+
+
+@db.command("stop")
+@click.argument("pool")
+@dir_option
+@click.option("--kill", "hard", is_flag=True, help="SIGKILL the postmaster (a crash)")
+def db_stop(pool: str, rundir: str | None, hard: bool) -> None:
+    """Stop (or kill) the pool's Back End principal."""
+    run, database = _database(rundir, pool)
+    db_instance = instance(run, database)
+    if not db_instance.is_running():
+        fail(f"the back end of pool {pool} is not running")
+    if hard:
+        db_instance.kill()
+    else:
+        db_instance.stop()
+    click.echo(f"back end {database.name} {'killed' if hard else 'stopped'}")
+
+
+@db.command("start")
+@click.argument("pool")
+@dir_option
+def db_start(pool: str, rundir: str | None) -> None:
+    """Start the pool's Back End principal again."""
+    run, database = _database(rundir, pool)
+    db_instance = instance(run, database)
+    if db_instance.is_running():
+        fail(f"the back end of pool {pool} is already running")
+    try:
+        db_instance.start(timeout=START_TIMEOUT)
+    except BackendError as exc:
+        fail(f"back end {database.name} could not start: {exc}")
+    click.echo(f"back end {database.name} started")
 
 
 @click.command()

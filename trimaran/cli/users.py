@@ -11,12 +11,14 @@ from typing import TypeVar
 import click
 
 from trimaran.cli.common import dir_option, echo_json, fail, json_option, open_rundir
+from trimaran.deploy.database import pool_dsn
 from trimaran.deploy.rundir import RunDir
 from trimaran.sip import digest
 from trimaran.sip.errors import SipParseError
 from trimaran.sip.uri import URI
 from trimaran.store.base import Conflict, NotFound, Store, StoreError
 from trimaran.store.model import Credentials, User
+from trimaran.store.postgres import PostgresStore
 from trimaran.store.sqlite import SqliteStore
 from trimaran.topology.loader import load_topology
 from trimaran.topology.model import Edition, PoolRole, Topology
@@ -33,9 +35,9 @@ def frontend_pools(topology: Topology) -> list[str]:
 def pool_store(rundir: RunDir, topology: Topology, pool: str) -> Store:
     """The store of a Front End pool."""
     for candidate in topology.pools:
-        if candidate.name == pool:
-            if candidate.edition is not Edition.STANDARD:
-                fail(f"pool {pool}: only Standard Edition stores are reachable by this version")
+        if candidate.name == pool and candidate.role is PoolRole.FRONTEND:
+            if candidate.edition is Edition.ENTERPRISE:
+                return PostgresStore(pool_dsn(topology, pool), pool=pool, retry_for=2.0)
             return SqliteStore(rundir.store_path(pool), pool=pool)
     fail(f"no Front End pool named {pool!r} (pools: {', '.join(frontend_pools(topology))})")
 

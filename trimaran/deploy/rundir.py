@@ -39,11 +39,23 @@ class ServerState:
 
 
 @dataclass
+class DatabaseState:
+    """A Back End PostgreSQL instance run for a pool (principal or mirror)."""
+
+    name: str          # "<pool>-principal" / "<pool>-mirror"
+    pool: str
+    role: str
+    address: str
+    port: int
+
+
+@dataclass
 class DeploymentState:
-    """Every server of the deployment."""
+    """Every server and database of the deployment."""
 
     topology: str
     servers: dict[str, ServerState] = field(default_factory=dict)
+    databases: dict[str, DatabaseState] = field(default_factory=dict)
 
 
 class RunDir:
@@ -70,6 +82,10 @@ class RunDir:
         """A Standard Edition pool's SQLite file."""
         return self.path / "data" / pool / "store.sqlite"
 
+    def database_dir(self, name: str) -> Path:
+        """The data directory of a Back End PostgreSQL instance."""
+        return self.path / "db" / name
+
     def create(self) -> None:
         """Create the directory tree."""
         for sub in ("logs", "data", "secrets"):
@@ -93,13 +109,17 @@ class RunDir:
                               "start one with `trimaran up FILE --dir DIR`")
         raw = json.loads(self.state_file.read_text())
         servers = {name: ServerState(**value) for name, value in raw["servers"].items()}
-        return DeploymentState(raw["topology"], servers)
+        databases = {name: DatabaseState(**value)
+                     for name, value in raw.get("databases", {}).items()}
+        return DeploymentState(raw["topology"], servers, databases)
 
     def save_state(self, state: DeploymentState) -> None:
         """Write the state atomically."""
         tmp = self.state_file.with_suffix(".tmp")
         tmp.write_text(json.dumps({"topology": state.topology,
-                                   "servers": {k: asdict(v) for k, v in state.servers.items()}},
+                                   "servers": {k: asdict(v) for k, v in state.servers.items()},
+                                   "databases": {k: asdict(v)
+                                                 for k, v in state.databases.items()}},
                                   indent=2))
         os.replace(tmp, self.state_file)
 

@@ -9,12 +9,16 @@ import signal
 import sys
 import time
 
+from trimaran.deploy.database import pool_dsn
 from trimaran.deploy.rundir import RunDir
 from trimaran.roles.frontend.config import FrontEndConfig
+from trimaran.roles.frontend.pool import Peer
 from trimaran.roles.frontend.server import FrontEndServer
+from trimaran.store.base import Store, StoreUnavailable
+from trimaran.store.postgres import PostgresStore
 from trimaran.store.sqlite import SqliteStore
 from trimaran.topology.loader import load_topology
-from trimaran.topology.model import Edition, PoolRole, Topology
+from trimaran.topology.model import Edition, Pool, PoolRole, Topology
 from trimaran.topology.resolver import Resolver
 
 log = logging.getLogger("trimaran.serve")
@@ -49,6 +53,8 @@ def frontend_config(topology: Topology, rundir: RunDir, name: str) -> FrontEndCo
     resolver = Resolver(topology)
     server, pool = resolver.server(name), resolver.pool_of(name)
     settings = topology.settings
+    peers = tuple(Peer(s.name, s.address, s.sip_port) for s in pool.servers) \
+        if pool.edition is Edition.ENTERPRISE else ()
     return FrontEndConfig(
         server=name, pool=pool.name, domain=topology.sip_domain, host=server.address,
         sip_port=server.sip_port, admin_port=server.admin_port,
@@ -56,7 +62,31 @@ def frontend_config(topology: Topology, rundir: RunDir, name: str) -> FrontEndCo
         min_expires=settings.registration_min_expires,
         max_expires=settings.registration_max_expires,
         default_expires=settings.registration_default_expires,
-        digest_algorithms=settings.digest_algorithms)
+        digest_algorithms=settings.digest_algorithms, peers=peers,
+        heartbeat_interval=settings.heartbeat_seconds,
+        failure_detection=settings.failure_detection_seconds)
+
+
+async def open_store(topology: Topology, rundir: RunDir, pool: Pool,
+                     timeout: float = 30.0) -> Store:
+    """The pool's store, opened: SQLite for Standard Edition, PostgreSQL for Enterprise
+    (waiting for the Back End to accept connections)."""
+    if pool.edition is not Edition.ENTERPRISE:
+        store: Store = SqliteStore(rundir.store_path(pool.name), pool=pool.name)
+        await store.open()
+        return store
+    # Fail fast to resiliency mode (FE-7) rather than hold requests while the Back End is away.
+    store = PostgresStore(pool_dsn(topology, pool.name), pool=pool.name, retry_for=2.0)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            await store.open()
+            return store
+        except StoreUnavailable:
+            if time.monotonic() > deadline:
+                raise
+            log.info("waiting for the back end of pool %s", pool.name)
+            await asyncio.sleep(0.5)
 
 
 async def serve(rundir: RunDir, name: str) -> int:
@@ -67,12 +97,11 @@ async def serve(rundir: RunDir, name: str) -> int:
     except LookupError:
         log.error("the topology has no server named %s", name)
         return 1
-    if pool.role is not PoolRole.FRONTEND or pool.edition is not Edition.STANDARD:
+    if pool.role is not PoolRole.FRONTEND:
         log.error("server %s: %s pools are not runnable by this version yet", name, pool.role)
         return 1
     config = frontend_config(topology, rundir, name)
-    store = SqliteStore(rundir.store_path(config.pool), pool=config.pool)
-    await store.open()
+    store = await open_store(topology, rundir, pool)
     server = FrontEndServer(config, store, wall_clock=time.time)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

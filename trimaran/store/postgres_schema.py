@@ -208,8 +208,12 @@ class PostgresMigrationDriver:
 
     def applied_version(self) -> int:
         """The highest applied version (0 for a new database); creates the version table
-        (under the migration lock: concurrent CREATE TABLE IF NOT EXISTS can collide)."""
+        (under the migration lock: concurrent CREATE TABLE IF NOT EXISTS can collide).
+        When the table exists it is only read, so an up-to-date database opens on a
+        read-only server too (where writes are then refused)."""
         conn = self._conn
+        if conn.fetchval(f"SELECT to_regclass('{VERSION_TABLE}') IS NOT NULL"):
+            return self._current()
         conn.execute("BEGIN")
         try:
             conn.execute("SELECT pg_advisory_xact_lock($1::int8)", MIGRATION_LOCK)

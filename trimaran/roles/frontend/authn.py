@@ -34,10 +34,12 @@ class RequestAuthenticator:
 
     def __init__(self, store: Store, realm: str, secret: bytes, nonce_ttl: float,
                  algorithms: tuple[str, ...] = ("SHA-256", "MD5"), *,
-                 names_this_server: Callable[[URI], bool] = lambda _uri: False) -> None:
+                 names_this_server: Callable[[URI], bool] = lambda _uri: False,
+                 store_ok: Callable[[], bool] = lambda: True) -> None:
         self.realm = realm
         self.algorithms = algorithms
         self._names_this_server = names_this_server
+        self._store_ok = store_ok
         self.cache = CredentialCache()
         self._store = store
         self._digest = digest.DigestAuthenticator(realm, secret, nonce_ttl)
@@ -62,6 +64,8 @@ class RequestAuthenticator:
         if creds is None:
             return self._challenge(is_register, now, stale=False)
         try:
+            if not self._store_ok():
+                raise StoreUnavailable("resiliency mode")
             record = await self._store.users.credentials(creds.username, self.realm)
         except StoreUnavailable:
             record = self.cache.get(creds.username, self.realm)  # FE-7: work from the cache

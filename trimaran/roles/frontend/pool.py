@@ -147,6 +147,14 @@ class PoolMembership:
 
     async def _beat_and_read(self) -> bool:
         try:
+            # A slow or absent store must not stall the membership loop (pings go on).
+            return await asyncio.wait_for(self._beat_and_read_store(), self.heartbeat_interval)
+        except TimeoutError:
+            log.debug("heartbeat skipped: the store did not answer in time")
+            return False
+
+    async def _beat_and_read_store(self) -> bool:
+        try:
             await self.store.heartbeats.beat(Heartbeat(self.me, self.pool, self.wall_clock(),
                                                        self.state))
             for beat in await self.store.heartbeats.all(self.pool):

@@ -78,7 +78,8 @@ class FrontEndServer:
             on_flow_closed=self._on_flow_closed)
         self.auth = RequestAuthenticator(store, config.domain, config.secret, config.nonce_ttl,
                                          config.digest_algorithms,
-                                         names_this_server=self._is_this_server)
+                                         names_this_server=self._is_this_server,
+                                         store_ok=lambda: self.mode == "full")
         self.proxy = Proxy(self.endpoint, config.secret)
         self.router = Router(self, config.secret)
         self.cache = BindingCache()
@@ -253,13 +254,16 @@ class FrontEndServer:
     async def bindings_for(self, aor: str) -> list[Binding]:
         """The user's live bindings: the store's, else the cache's (resiliency)."""
         now = self.wall_clock()
-        try:
-            bindings = await self.store.bindings.for_aor(aor, now=now)
-        except StoreUnavailable as exc:
-            self._enter_resiliency(str(exc))
+        if self.mode != "full":  # the store is away: do not wait on it for every request
             bindings = self.cache.get(aor, now)
         else:
-            self.cache.remember(aor, bindings)
+            try:
+                bindings = await self.store.bindings.for_aor(aor, now=now)
+            except StoreUnavailable as exc:
+                self._enter_resiliency(str(exc))
+                bindings = self.cache.get(aor, now)
+            else:
+                self.cache.remember(aor, bindings)
         if self.membership is not None:
             bindings = [b for b in bindings if not self.membership.is_dead(b.server)]
         return bindings
@@ -303,6 +307,8 @@ class FrontEndServer:
 
     async def _apply(self, user: str, upsert: tuple[Binding, ...], remove: tuple[str, ...],
                      now: float) -> list[Binding]:
+        if self.mode != "full":
+            return self.cache.apply(user, upsert, remove, now)
         try:
             bindings = await self.store.bindings.apply(user, upsert=upsert, remove=remove,
                                                       now=now)
@@ -372,6 +378,9 @@ class FrontEndServer:
     async def _resolve_user(self, uri: URI) -> str | None:
         number = uri.user if uri.scheme == "tel" else (
             uri.user if uri.user and uri.param("user") == "phone" else None)
+        if self.mode != "full" and number is None:
+            aor = URI("sip", uri.user, None, self.config.domain).aor
+            return aor if self.cache.knows(aor) else None
         try:
             if number is not None:
                 found = await self.store.users.by_number(number)
