@@ -63,4 +63,8 @@ async def test_health_is_503_while_the_store_is_unreachable(
             session.get(frontend.admin_url + "/health") as resp:
         assert resp.status == 503
     await frontend.store.open()  # and comes back: service resumes without a restart
+    deadline = asyncio.get_running_loop().time() + 5
+    while frontend.server.health() != (True, "serving"):
+        assert asyncio.get_running_loop().time() < deadline, frontend.server.health()
+        await asyncio.sleep(0.05)
     assert (await alice.register()).status == 200
