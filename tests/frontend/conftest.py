@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from trimaran.client.ua import UAConfig, UserAgent
-from trimaran.net.transport import Address
+from trimaran.net.transport import Address, TransportError
 from trimaran.roles.frontend.config import FrontEndConfig
 from trimaran.roles.frontend.server import FrontEndServer
 from trimaran.sip import digest
@@ -60,9 +60,17 @@ async def start_frontend(path: Path, **overrides: object) -> FrontEnd:
         "admin_port": 0, "secret": b"0123456789abcdef0123456789abcdef", "timers": FAST,
         "housekeeping_interval": 0.2}
     settings.update(overrides)
-    server = FrontEndServer(FrontEndConfig(**settings), store)  # type: ignore[arg-type]
-    await server.start()
-    return FrontEnd(server, store, path)
+    for _ in range(10):
+        # Port 0 picks a free UDP port; the same TCP port may be taken by a client
+        # connection's ephemeral port: then try another.
+        server = FrontEndServer(FrontEndConfig(**settings), store)  # type: ignore[arg-type]
+        try:
+            await server.start()
+        except TransportError:
+            await server.stop()
+            continue
+        return FrontEnd(server, store, path)
+    raise AssertionError("no free SIP port found for the test server")
 
 
 @pytest.fixture

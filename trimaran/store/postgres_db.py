@@ -44,6 +44,7 @@ escapes: integrity violations become `Conflict`, values PostgreSQL refuses (clas
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import os
@@ -238,6 +239,21 @@ class PgTx:
         self._changes.clear()
 
 
+def connection_closed(conn: Any) -> bool:
+    """True when the connection is closed, or its pool proxy already detached (asyncpg
+    hands a lost connection back to its pool by itself)."""
+    try:
+        return bool(conn.is_closed())
+    except asyncpg.InterfaceError:
+        return True
+
+
+def _terminate(conn: Any) -> None:
+    """Drop the connection at once (nothing when the proxy is already detached)."""
+    with contextlib.suppress(asyncpg.InterfaceError):
+        conn.terminate()
+
+
 async def _keep_session(conn: Any) -> None:
     """Pool reset hook: our sessions set nothing that outlives a transaction, so a
     released connection needs no ``RESET ALL`` round trip (asyncpg still rolls back)."""
@@ -378,7 +394,7 @@ class PgDatabase:
             healthy = True
             return result
         except BaseException as exc:
-            error = final_error(exc, what, broken=conn.is_closed())
+            error = final_error(exc, what, broken=connection_closed(conn))
             if error is exc:
                 raise
             raise error from exc
@@ -406,9 +422,9 @@ class PgDatabase:
         except asyncio.CancelledError:
             raise                       # the connection is terminated below
         except BaseException as exc:
-            error = translate(exc, what, committing=committing, broken=conn.is_closed())
+            error = translate(exc, what, committing=committing, broken=connection_closed(conn))
             # A definitive answer on a live connection: roll back and keep the connection.
-            healthy = not isinstance(error, _Retryable) and not conn.is_closed()
+            healthy = not isinstance(error, _Retryable) and not connection_closed(conn)
             if healthy and begin is not None and not committing:
                 healthy = await self._rollback(conn)
             if error is exc:
@@ -443,11 +459,10 @@ class PgDatabase:
     async def _release(self, conn: Any, *, healthy: bool) -> None:
         """Give the connection back; one that failed or is mid-transaction is terminated
         first (the pool reconnects)."""
-        if not healthy and not conn.is_closed():
-            conn.terminate()
+        if not healthy or self._pool is None:
+            _terminate(conn)
         pool = self._pool
-        if pool is None:            # closed meanwhile: the pool's close handles it
-            conn.terminate()
+        if pool is None:            # closed meanwhile
             return
         try:
             await pool.release(conn, timeout=self.command_timeout)

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 from trimaran.store.base import StoreError
 from trimaran.store.migrations import VERSION_TABLE, Migration, SchemaError
-from trimaran.store.postgres_db import MIGRATION_LOCK, Record, final_error
+from trimaran.store.postgres_db import MIGRATION_LOCK, Record, connection_closed, final_error
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +185,8 @@ class PgMigrationConnection:
             except asyncio.CancelledError:
                 raise
             except BaseException as exc:
-                error = final_error(exc, "migrating the schema", broken=self._conn.is_closed())
+                error = final_error(exc, "migrating the schema",
+                                    broken=connection_closed(self._conn))
                 if error is exc:
                     raise
                 raise error from exc
