@@ -54,7 +54,9 @@ DATABASE = "trimaran"
 
 _STOP_MODES = ("smart", "fast", "immediate")
 _MAX_SOCKET_PATH = 107                    # sun_path minus its NUL (PostgreSQL's limit)
-_NOT_DURABLE = {"fsync": "off", "full_page_writes": "off", "synchronous_commit": "off"}
+# Not flushed to disk, but written to the OS at every commit: survives a crash (or kill)
+# of PostgreSQL, not one of the machine.
+_NOT_DURABLE = {"fsync": "off", "full_page_writes": "off"}
 
 _HBA = """\
 # Written by Trimaran: trust on the local socket and on loopback (127.0.0.0/8) only.
@@ -99,7 +101,8 @@ class PgInstance:
     """One PostgreSQL server: its data directory, its loopback address and port.
 
     `durable=False` turns fsync off everywhere (initdb, single-user mode and the
-    server): for tests only, a crash of the machine may then lose data. `settings`
+    server): for tests only, a crash of the machine (not of PostgreSQL, which a test
+    may kill) may then lose data. `settings`
     are extra server settings (``name -> value``) given at every start.
     """
 

@@ -23,6 +23,7 @@ from trimaran.deploy.supervisor import (
     fetch_json,
     health,
     pid_alive,
+    post_json,
     signal_server,
     start_server,
     stop_all,
@@ -196,32 +197,117 @@ def db_start(pool: str, rundir: str | None) -> None:
     click.echo(f"back end {database.name} started")
 
 
+def pool_summaries(topology: Topology, rows: list[dict[str, object]],
+                   users: dict[str, int | None]) -> list[dict[str, object]]:
+    """Per pool: users, servers up, and what one more failure would mean (FE-6)."""
+    out: list[dict[str, object]] = []
+    for pool in topology.pools:
+        members = [r for r in rows if r["pool"] == pool.name]
+        up = [r for r in members if r["healthy"]]
+        registered = sum(_bindings_of(r) for r in up)
+        per_server = pool.capacity.users_per_server
+        planned = users.get(pool.name)
+        load = max(registered, planned or 0)
+        warnings = []
+        if len(up) < len(members):
+            warnings.append(f"{len(members) - len(up)} of {len(members)} server(s) down")
+        if up and load / len(up) > per_server:
+            warnings.append(f"{load / len(up):.0f} users per server now, over the capacity "
+                            f"of {per_server}")
+        survivors = len(up) - 1
+        what_if: dict[str, object] = {"servers_left": survivors}
+        if survivors > 0:
+            per = load / survivors
+            what_if["users_per_server"] = round(per, 1)
+            what_if["over_capacity"] = per > per_server
+            if per > per_server:
+                warnings.append(f"if one more server fails: {per:.0f} users per server, over "
+                                f"the capacity of {per_server}")
+        elif members:
+            what_if["users_per_server"] = None
+            warnings.append("if one more server fails the pool is down")
+        summary: dict[str, object] = {
+            "pool": pool.name, "edition": pool.edition.value if pool.edition else None,
+            "servers": len(members), "servers_up": len(up), "users": planned,
+            "registered": registered, "capacity_per_server": per_server,
+            "what_if_one_more_fails": what_if, "warnings": warnings}
+        out.append(summary)
+    return out
+
+
+def _draining(row: dict[str, object]) -> bool:
+    status = row.get("status")
+    return isinstance(status, dict) and bool(status.get("draining"))
+
+
+def _bindings_of(row: dict[str, object]) -> int:
+    status = row.get("status")
+    value = status.get("bindings") if isinstance(status, dict) else None
+    return value if isinstance(value, int) else 0
+
+
+def count_users(run: RunDir, topology: Topology) -> dict[str, int | None]:
+    """Users homed on each Front End pool (None when its store cannot be read now)."""
+    from trimaran.cli.users import pool_store
+    from trimaran.store.base import StoreError
+
+    async def count(pool: str) -> int | None:
+        store = pool_store(run, topology, pool)
+        try:
+            await store.open()
+            try:
+                return len(await store.users.list(pool))
+            finally:
+                await store.close()
+        except StoreError:
+            return None
+
+    return {p.name: asyncio.run(count(p.name)) for p in topology.pools
+            if p.role is PoolRole.FRONTEND}
+
+
 @click.command()
 @dir_option
 @json_option
 def status(rundir: str | None, as_json: bool) -> None:
-    """Health of every server of the deployment."""
+    """Health of every server of the deployment, and per-pool capacity (FE-6)."""
     run = open_rundir(rundir)
     state = run.load_state()
-    rows = []
+    topology = load_topology(run.topology)
+    rows: list[dict[str, object]] = []
     for s in state.servers.values():
         running = pid_alive(s.pid)
         healthy, reason = health(s, timeout=1.0) if running else (False, "not running")
-        detail = fetch_json(s, "/status") if healthy else None
+        detail = fetch_json(s, "/status") if running else None
         rows.append({"server": s.name, "pool": s.pool, "role": s.role, "pid": s.pid,
                      "running": running, "healthy": healthy, "reason": reason,
                      "sip": f"{s.address}:{s.sip_port}", "status": detail or {}})
+    databases = [{"name": d.name, "pool": d.pool, "role": d.role,
+                  "address": f"{d.address}:{d.port}",
+                  "running": instance(run, d).is_running()} for d in state.databases.values()]
+    pools = pool_summaries(topology, rows, count_users(run, topology))
     if as_json:
-        echo_json({"deployment": state.topology, "dir": str(run.path), "servers": rows})
+        echo_json({"deployment": state.topology, "dir": str(run.path), "servers": rows,
+                   "databases": databases, "pools": pools})
         return
     click.echo(f"deployment {state.topology!r} in {run.path}")
     for row in rows:
-        health_text = "healthy" if row["healthy"] else f"DOWN ({row['reason']})"
+        reason = row["reason"]
+        health_text = "healthy" if row["healthy"] else \
+            ("DRAINING" if reason == "HTTP 503" and _draining(row) else f"DOWN ({reason})")
         extra = row["status"]
         bindings = f"  bindings {extra.get('bindings')}" if isinstance(extra, dict) and extra \
             else ""
         click.echo(f"  {row['server']:<12} {row['pool']:<10} {row['sip']:<20} "
                    f"{health_text}{bindings}")
+    for database in databases:
+        click.echo(f"  {database['name']:<23} {database['address']:<20} "
+                   f"{'running' if database['running'] else 'STOPPED'}")
+    for pool in pools:
+        click.echo(f"  pool {pool['pool']}: {pool['servers_up']}/{pool['servers']} servers up, "
+                   f"{pool['users']} users, {pool['registered']} registered")
+        for warning in pool["warnings"]:  # type: ignore[attr-defined]
+            click.echo(f"    warning: {warning}")
 
 
 @click.group()
@@ -260,6 +346,21 @@ def server_stop(name: str, rundir: str | None) -> None:
         fail(f"server {name} is not running")
     stop_server(srv)
     click.echo(f"server {name} stopped")
+
+
+@server.command("drain")
+@click.argument("name")
+@dir_option
+def server_drain(name: str, rundir: str | None) -> None:
+    """Stop new sign-ins on a server and move its clients to the others (FE-5)."""
+    _, _, srv = _server_state(rundir, name)
+    if not pid_alive(srv.pid):
+        fail(f"server {name} is not running")
+    answer = post_json(srv, "/admin/drain")
+    if answer is None:
+        fail(f"server {name} did not accept the drain request")
+    click.echo(f"server {name} draining: new sign-ins refused, clients moving "
+               f"({answer.get('bindings')} binding(s) left)")
 
 
 @server.command("start")

@@ -73,6 +73,18 @@ def fetch_json(server: ServerState, path: str, timeout: float = 1.0) -> dict[str
         return None
 
 
+def post_json(server: ServerState, path: str, timeout: float = 5.0) -> dict[str, object] | None:
+    """POST to the server's admin API; the JSON answer, None when refused/unreachable."""
+    url = f"http://{server.address}:{server.admin_port}{path}"
+    request = urllib.request.Request(url, data=b"", method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            value = json.loads(response.read())
+            return value if isinstance(value, dict) else None
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+
+
 def wait_healthy(servers: Iterable[ServerState], timeout: float) -> list[str]:
     """Wait until every server answers /health with 200; return those that never did."""
     pending = {s.name: s for s in servers}
