@@ -292,9 +292,9 @@ def status(rundir: str | None, as_json: bool) -> None:
         return
     click.echo(f"deployment {state.topology!r} in {run.path}")
     for row in rows:
-        reason = row["reason"]
+        why = row["reason"]
         health_text = "healthy" if row["healthy"] else \
-            ("DRAINING" if reason == "HTTP 503" and _draining(row) else f"DOWN ({reason})")
+            ("DRAINING" if why == "HTTP 503" and _draining(row) else f"DOWN ({why})")
         extra = row["status"]
         bindings = f"  bindings {extra.get('bindings')}" if isinstance(extra, dict) and extra \
             else ""
