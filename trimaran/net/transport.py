@@ -278,6 +278,12 @@ class TransportLayer:
         conn = self._table.get(flow_id)
         return conn.flow if conn is not None and conn.is_open else None
 
+    def flows_to(self, host: str, port: int) -> list[Flow]:
+        """Open TCP flows whose far end is `host:port`."""
+        remote = (normalize_host(host), port)
+        return [conn.flow for conn in self._table.connections()
+                if conn.is_open and conn.flow.remote == remote]
+
     def is_open(self, flow: Flow) -> bool:
         """True while messages can be sent over `flow`."""
         if flow.transport == "udp":

@@ -606,6 +606,7 @@ class FrontEndServer:
                     await self._rejoin()
                 elif decision.action == "declare-dead":
                     self.cache.forget_server(decision.server)
+                    self.spawn(self._abandon_peer(decision.server))
         try:
             now = self.wall_clock()
             if self.cache.dirty:
@@ -624,6 +625,14 @@ class FrontEndServer:
             self._enter_resiliency(str(exc))
         await self.presence.expire()
         self.metrics.set_active_subscriptions(len(self.presence.watches))
+
+    async def _abandon_peer(self, name: str) -> None:
+        """A peer was declared dead: requests waiting on it fail now, and are retried on
+        the users' fresh bindings, instead of waiting for Timer B/F."""
+        assert self.membership is not None
+        peer = self.membership.peers[name]
+        for flow in self.endpoint.transport.flows_to(peer.host, peer.sip_port):
+            await self.endpoint.transport.close_flow(flow, drain_timeout=0.1)
 
     async def _write_back(self, now: float) -> None:
         """Registrations accepted in resiliency mode go to the store once it is back."""
