@@ -147,7 +147,10 @@ def stop_databases(run: RunDir, state: DeploymentState) -> None:
     for database in state.databases.values():
         db = instance(run, database)
         if db.is_running():
-            db.stop()
+            try:
+                db.stop()
+            except BackendError:
+                db.kill()
 
 
 @click.group()
@@ -174,10 +177,13 @@ def db_stop(pool: str, rundir: str | None, hard: bool) -> None:
     db_instance = instance(run, database)
     if not db_instance.is_running():
         fail(f"the back end of pool {pool} is not running")
-    if hard:
-        db_instance.kill()
-    else:
-        db_instance.stop()
+    try:
+        if hard:
+            db_instance.kill()
+        else:
+            db_instance.stop()
+    except BackendError as exc:
+        fail(f"back end {database.name} could not be stopped: {exc}")
     click.echo(f"back end {database.name} {'killed' if hard else 'stopped'}")
 
 
