@@ -137,6 +137,7 @@ def machine() -> list[tuple[str, str]]:
         ("nproc", str(os.cpu_count())),
         ("Python", f"{platform.python_implementation()} {platform.python_version()}"),
         ("OS", platform.platform()),
+        ("load average at start (1/5/15 min)", " ".join(f"{x:.2f}" for x in os.getloadavg())),
         ("date", datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")),
     ]
 
@@ -172,10 +173,10 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=RESULTS, help="markdown file to write")
     args = parser.parse_args()
 
+    facts = machine()  # before measuring, so the load average is not our own
     rows = measure(args.runs, args.seconds)
     lines = table(rows)
     print("\n".join(lines))
-    facts = machine()
     report = [
         "# SIP parse benchmark",
         "",

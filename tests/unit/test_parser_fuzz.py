@@ -46,12 +46,12 @@ def _examples(n: int) -> settings:
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
-# About 3,300 examples in all; generating whole messages is what costs, so the
+# About 3,000 examples in all; generating whole messages is what costs, so the
 # robustness tests mostly mutate stored seeds. The file runs in about half a minute.
 ROUND_TRIP = _examples(150)
 STREAMS = _examples(100)
 FUZZ_BYTES = _examples(1000)
-FUZZ_SEEDS = _examples(1500)
+FUZZ_SEEDS = _examples(1200)
 FUZZ_GENERATED = _examples(150)
 FUZZ_STREAMS = _examples(300)
 
