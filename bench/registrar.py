@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import datetime as dt
 import json
 import os
 import platform
@@ -38,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
+from machine import machine_lines
 from sipp_runner import (
     SCENARIOS,
     BackgroundSipp,
@@ -59,7 +59,7 @@ CLIENT_HOST = "127.0.0.1"           # SIPp (UAC and the MESSAGE receiver)
 TRIMARAN_HOST = "127.0.7.1"
 KAMAILIO_HOST = "127.0.7.2"
 
-RATES = (100, 200, 400, 800, 1200, 1600, 2400, 3200, 4800, 6400, 9600, 12800)
+RATES = (100, 200, 300, 400, 600, 800, 1200, 1600, 2400, 3200, 4800, 6400, 9600, 12800)
 MAX_CALLS = 20_000                  # per step
 FAILURE_LIMIT = 0.1                 # percent of the calls of a step
 SUSTAINED = 0.9                     # achieved/target below this: the rate was not kept
@@ -70,6 +70,7 @@ SIPP_BUFFER = 4 * 1024 * 1024
 KAMAILIO_SHM_MB = 512               # the package default (64) is too small for MESSAGE loads
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
+QUIET_LIMIT = 25.0                  # % of one core used by others before a step
 WORKLOADS = ("register", "message")
 
 
@@ -123,6 +124,27 @@ def udp_receive_drops() -> int:
         names, values = lines[0], lines[1]
         return int(values[names.index("RcvbufErrors")])
     return 0
+
+
+def host_busy_seconds() -> float:
+    """CPU seconds the whole host has been busy, all CPUs together (/proc/stat)."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+        return (sum(fields) - fields[3] - fields[4]) / CLK_TCK    # all but idle and iowait
+    return 0.0
+
+
+def wait_for_quiet(max_wait: float, limit: float = QUIET_LIMIT) -> float:
+    """Wait (up to `max_wait` s) until the rest of the host uses under `limit` % of one core
+    over half a second: other work on the machine (test suites...) skews the numbers.
+    Return the last load seen, in % of one core."""
+    deadline = time.monotonic() + max_wait
+    while True:
+        before, started = host_busy_seconds(), time.monotonic()
+        time.sleep(0.5)
+        load = 100.0 * (host_busy_seconds() - before) / (time.monotonic() - started)
+        if load < limit or time.monotonic() >= deadline:
+            return load
 
 
 def pid_alive(pid: int) -> bool:
@@ -373,6 +395,7 @@ class Step:
     sipp_cpu: float          # % of one core, SIPp sender (+ MESSAGE receiver)
     retransmissions: int
     udp_drops: int           # datagrams dropped by the host (full receive buffers)
+    others_cpu: float        # % of one core used by everything else on the host
     p50_ms: float | None
     p99_ms: float | None
     timed_out: bool
@@ -395,13 +418,13 @@ class Step:
 
     def why_not(self) -> str:
         """Why this step ended the series."""
-        if self.timed_out:
-            return f"timed out at {self.target}/s"
         if self.failures >= FAILURE_LIMIT:
-            return f"{self.failures:.2f} % failures at {self.target}/s"
-        if not self.sustained:
-            return f"only {self.achieved:.0f}/s achieved of {self.target}/s"
-        return ""
+            why = f"{self.failures:.2f} % failures at {self.target}/s"
+        elif not self.sustained:
+            why = f"only {self.achieved:.0f}/s achieved of {self.target}/s"
+        else:
+            why = f"SIPp out of time at {self.target}/s"
+        return f"{why} (others used {self.others_cpu:.0f} % CPU)"
 
     @property
     def calls_per_cpu_second(self) -> float | None:
@@ -418,6 +441,7 @@ class Context:
     receiver_port: int
     step_seconds: float
     workdir: Path
+    quiet_wait: float = 0.0
     receiver_pid: int | None = None
 
 
@@ -449,15 +473,17 @@ def run_step(server: Server, workload: str, rate: int, ctx: Context, *,
     """Drive `workload` at `rate` against `server` and measure it."""
     if calls is None:
         calls = max(1, min(MAX_CALLS, round(rate * ctx.step_seconds)))
-    budget = calls / rate + 20.0
+    budget = calls / rate + 15.0
     if attempt > 1:
         tag += f"-try{attempt}"
     name = server.label.split()[0].lower() + (f"{server.children}" if isinstance(
         server, KamailioServer) else "")
     workdir = ctx.workdir / "sipp" / f"{name}-{workload}-{rate}{tag}"
+    wait_for_quiet(ctx.quiet_wait)
     receiver_before = tree_cpu_seconds(ctx.receiver_pid) if ctx.receiver_pid else 0.0
     server_before = server.cpu_seconds()
     drops_before = udp_receive_drops()
+    host_before = host_busy_seconds()
     started = time.monotonic()
     result = run_sipp(sipp_args(server, workload, ctx, rate, calls, budget), workdir,
                       timeout=budget + 10.0, trace_rtt=True)
@@ -466,13 +492,16 @@ def run_step(server: Server, workload: str, rate: int, ctx: Context, *,
     receiver_cpu = (tree_cpu_seconds(ctx.receiver_pid) - receiver_before
                     if ctx.receiver_pid else 0.0)
     drops = udp_receive_drops() - drops_before
+    sipp_cpu = result.cpu_seconds + receiver_cpu
+    others = host_busy_seconds() - host_before - server_cpu - sipp_cpu
     successful = min(calls, result.counter("SuccessfulCall(C)"))
     elapsed = max(result.elapsed_seconds, 1e-6)
     return Step(server=server.label, workload=workload, target=rate, calls=calls,
                 successful=successful, achieved=successful / elapsed,
                 server_cpu=100.0 * server_cpu / wall,
-                sipp_cpu=100.0 * (result.cpu_seconds + receiver_cpu) / wall,
+                sipp_cpu=100.0 * sipp_cpu / wall,
                 retransmissions=result.counter("Retransmissions(C)"), udp_drops=drops,
+                others_cpu=max(0.0, 100.0 * others / wall),
                 p50_ms=percentile(result.rtts_ms, 0.50), p99_ms=percentile(result.rtts_ms, 0.99),
                 timed_out=result.timed_out or result.returncode not in (0, 1),
                 attempt=attempt)
@@ -490,11 +519,11 @@ def register_everyone(server: Server, ctx: Context) -> None:
 
 
 def format_ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f}"
+    return "-" if value is None else f"{value:.0f}"
 
 
 STEP_HEADER = ("server", "workload", "target/s", "achieved/s", "fail %", "retrans",
-               "UDP drops", "server CPU %", "SIPp CPU %", "p50 ms", "p99 ms")
+               "UDP drops", "server CPU %", "SIPp CPU %", "others CPU %", "p50 ms", "p99 ms")
 
 
 def step_row(step: Step) -> list[str]:
@@ -502,7 +531,8 @@ def step_row(step: Step) -> list[str]:
     return [step.server, step.workload, target, f"{step.achieved:.0f}",
             f"{step.failures:.2f}", str(step.retransmissions), str(step.udp_drops),
             f"{step.server_cpu:.0f}",
-            f"{step.sipp_cpu:.0f}", format_ms(step.p50_ms), format_ms(step.p99_ms)]
+            f"{step.sipp_cpu:.0f}", f"{step.others_cpu:.0f}", format_ms(step.p50_ms),
+            format_ms(step.p99_ms)]
 
 
 def run_series(server: Server, workload: str, rates: Sequence[int], ctx: Context) -> list[Step]:
@@ -534,6 +564,7 @@ def measure_server(server: Server, workloads: Sequence[str], rates: Sequence[int
         ["-sf", str(SCENARIOS / "message_uas.xml"), "-i", CLIENT_HOST,
          "-p", str(ctx.receiver_port), "-t", "u1", "-buff_size", str(SIPP_BUFFER)],
         ctx.workdir / "sipp" / f"receiver-{server.label.split()[0].lower()}")
+    started = time.monotonic()
     with receiver:
         ctx.receiver_pid = receiver.proc.pid if receiver.proc else None
         try:
@@ -553,6 +584,7 @@ def measure_server(server: Server, workloads: Sequence[str], rates: Sequence[int
         finally:
             server.stop()
             ctx.receiver_pid = None
+            print(f"   {server.label} done in {time.monotonic() - started:.0f} s", flush=True)
     return series
 
 
@@ -633,55 +665,69 @@ RATIO_HEADER = ("ratio", "max rate", "calls per CPU-s (each at its max)",
                 "CPU at the highest common rate (Trimaran vs Kamailio; efficiency ratio)")
 
 
-def machine_lines() -> list[str]:
-    cpu_model = "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
+def run_lines() -> list[str]:
+    """The machine (bench/machine.py) plus what else the numbers depend on."""
     commit = "unknown"
     with contextlib.suppress(OSError, subprocess.SubprocessError):
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
                                 capture_output=True, text=True, check=False,
                                 timeout=10).stdout.strip() or "unknown"
+    return [*machine_lines(), f"- kernel: {platform.system()} {platform.release()}",
+            f"- Trimaran commit: {commit}", f"- Kamailio: {kamailio_version()}",
+            f"- SIPp: {sipp_version()}"]
+
+
+def method_lines(args: argparse.Namespace, rates: Sequence[int]) -> list[str]:
+    """How the numbers were obtained, for the report."""
     return [
-        f"- date: {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}",
-        f"- machine: {platform.node()}, {cpu_model}, {os.cpu_count()} CPU(s), "
-        f"{platform.system()} {platform.release()}",
-        f"- Python {platform.python_version()} ({platform.python_implementation()}); "
-        f"Trimaran commit {commit}",
-        f"- {kamailio_version()}",
-        f"- {sipp_version()}",
+        "## Method", "",
+        "SIPp (UDP, one socket) drives each workload at target rates"
+        f" {', '.join(map(str, rates))} calls/s, {args.step_seconds:g} s per step (at most"
+        f" {MAX_CALLS} calls), over {args.users} users, against one Trimaran server process"
+        f" (`trimaran up`, {TRIMARAN_HOST}) and then Kamailio ({KAMAILIO_HOST},"
+        f" `bench/kamailio/kamailio.cfg`, `-m {KAMAILIO_SHM_MB}`) with 1 UDP worker (as"
+        " Trimaran is one process) and, as an extra, 4 workers, in the same run.", "",
+        "* **register**: REGISTER -> 401 -> REGISTER with MD5 digest (qop=auth) -> 200."
+        " Every user is registered once before the steps, so the steps refresh bindings.",
+        "* **message**: MESSAGE from one authenticated sender -> 407 -> MESSAGE with"
+        " digest -> relayed statefully to the recipient's registered contact (a SIPp UAS)"
+        " -> 200 relayed back.", "",
+        f"A step fails with >= {FAILURE_LIMIT} % of its calls not successful (failed,"
+        " or not finished within the step's time budget), or when the achieved rate"
+        f" (successful calls / SIPp's elapsed time) is below {SUSTAINED:.0%} of the target."
+        f" A failed step is run once more after {RETRY_PAUSE:g} s; the series ends when it"
+        " fails again. *max rate* is the highest target rate that passed.", "",
+        "*server CPU* is utime+stime of all the server's processes (/proc) over the step,"
+        " in % of one core; *SIPp CPU* is the sender's plus the MESSAGE receiver's;"
+        " *others CPU* is what the rest of the machine used meanwhile (other work, the"
+        " kernel); before each step the bench waits (up to `--quiet-wait` s) until the rest"
+        f" of the machine uses under {QUIET_LIMIT:g} % of a core. *UDP drops* counts"
+        " datagrams the host dropped for full socket buffers (either side). *calls per"
+        " CPU-s* is achieved calls/s divided by the server's CPU. Response times are SIPp's"
+        " per call (first request to final 200: both round trips), in whole milliseconds"
+        " with SIPp's coarse clock.", "",
+        "Equal work: every user has the same password on both servers (Kamailio has no"
+        " user database: any user name with that password passes; Trimaran looks the user"
+        " up in its store); Trimaran offers MD5 first (SIPp implements only MD5). Both"
+        " check the digest user against To (REGISTER) / From (MESSAGE) and nonce counts."
+        " Not equal: Trimaran writes each registration durably to SQLite (WAL,"
+        " synchronous=FULL) while Kamailio keeps its location table in memory"
+        " (usrloc db_mode 0).", "",
+        f"SIPp, its MESSAGE receiver and the server share this machine's {os.cpu_count()}"
+        " CPU(s): when server + SIPp + others CPU of a failing step come near"
+        f" {100 * (os.cpu_count() or 1)} %, the machine, not the server, set the maximum"
+        " (a lower bound for that server).",
     ]
 
 
 def report(results: dict[str, dict[str, list[Step]]], workloads: Sequence[str],
-           args: argparse.Namespace, rates: Sequence[int]) -> str:
+           args: argparse.Namespace, rates: Sequence[int], minutes: float) -> str:
     """The whole report as markdown."""
     out = ["# Registrar benchmark: Trimaran vs Kamailio", "",
-           "Generated by `bench/registrar.py` (`./run bench registrar`).", "",
-           *machine_lines(), "",
-           "## Method", "",
-           "SIPp (UDP, one socket) drives each workload at target rates"
-           f" {', '.join(map(str, rates))} calls/s, {args.step_seconds:g} s per step"
-           f" (at most {MAX_CALLS} calls),"
-           f" over {args.users} users, against one Trimaran server process"
-           f" ({TRIMARAN_HOST}) and then Kamailio ({KAMAILIO_HOST},"
-           " `bench/kamailio/kamailio.cfg`) in the same run. A series stops at the first"
-           f" step with >= {FAILURE_LIMIT} % failed calls (failed, timed out or never"
-           f" finished), or whose achieved rate (successful calls / SIPp elapsed time) is"
-           f" below {SUSTAINED:.0%} of the target. Server CPU is utime+stime of all its"
-           " processes (/proc) over the step, in % of one core; SIPp CPU is the sender's"
-           " plus the MESSAGE receiver's. Response times are SIPp's per-call times"
-           " (first request to final 200, i.e. both round trips).", "",
-           "* **register**: REGISTER -> 401 -> REGISTER with MD5 digest (qop=auth) -> 200;"
-           " users cycle, so most steps refresh existing bindings.",
-           "* **message**: MESSAGE from one authenticated sender -> 407 -> MESSAGE with"
-           " digest -> relayed to the recipient's registered contact (a SIPp UAS) -> 200.",
-           "", "Every user has the same password on both servers; Trimaran offers MD5 first"
-           " (SIPp only implements MD5). Both servers check the digest user against"
-           " To (REGISTER) / From (MESSAGE) and nonce counts.", ""]
+           "Generated by `bench/registrar.py` (`./run bench registrar`); the tables are"
+           " rewritten by every full run.", "",
+           *run_lines(), f"- the bench ran {minutes:.1f} minutes", "",
+           *method_lines(args, rates), ""]
     for workload in workloads:
         bests = [best_of(per[workload], max(rates)) for per in results.values()
                  if workload in per]
@@ -718,6 +764,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="Kamailio UDP worker counts to measure (default 1,4)")
     parser.add_argument("--output", type=Path, default=None,
                         help=f"markdown report (default {RESULTS.relative_to(ROOT)})")
+    parser.add_argument("--quiet-wait", type=float, default=30.0,
+                        help="seconds to wait before a step for the rest of the machine to "
+                             f"use under {QUIET_LIMIT:g} %% of a core (default 30)")
     parser.add_argument("--keep", action="store_true",
                         help="keep the work directory (logs, SIPp files)")
     args = parser.parse_args(argv)
@@ -765,9 +814,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _terminate)
     signal.signal(signal.SIGHUP, _terminate)
     results: dict[str, dict[str, list[Step]]] = {}
+    started = time.monotonic()
     with workspace(args.keep) as work:
         ctx = Context(users_csv(work / "users.csv", names), args.users,
-                      free_port(CLIENT_HOST), args.step_seconds, work)
+                      free_port(CLIENT_HOST), args.step_seconds, work, args.quiet_wait)
         servers: list[Server] = []
         if "trimaran" in args.servers:
             servers.append(TrimaranServer(work / "trimaran", [*names, SENDER]))
@@ -782,7 +832,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             except BenchError as exc:
                 raise BenchError(f"{exc}\n--- {server.label} log ---\n{server.log_tail()}") \
                     from exc
-    text = report(results, workloads, args, rates)
+    text = report(results, workloads, args, rates, (time.monotonic() - started) / 60)
     print("\n" + text)
     if args.output is not None:
         args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -215,7 +215,10 @@ class PgInstance:
         pid = self.pid()
         if pid is None:
             return
-        group = os.getpgid(pid)
+        try:
+            group = os.getpgid(pid)
+        except ProcessLookupError:        # died meanwhile
+            group = -1
         with contextlib.suppress(ProcessLookupError):
             if group == pid:              # pg_ctl makes the postmaster a session leader
                 os.killpg(group, signal.SIGKILL)
@@ -274,6 +277,12 @@ class PgInstance:
             raise BackendError(f"CREATE DATABASE {DATABASE} failed: {out.strip()}")
 
     def _prepare_data_dir(self) -> None:
+        """Create the (empty) data directory, 0700, owned by the server's user; refuse a
+        directory that holds something else (it is never wiped)."""
+        if self.data_dir.exists() and (not self.data_dir.is_dir()
+                                       or any(self.data_dir.iterdir())):
+            raise BackendError(f"{self.data_dir} exists and is not an empty directory: "
+                               "refusing to create a PostgreSQL data directory there")
         self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.data_dir.chmod(0o700)
         owner = _system_user()

@@ -7,32 +7,38 @@ multi-host connection strings and the retry rules) and applies the schema migrat
 of `trimaran.store.postgres_schema` when opened. It behaves as `SqliteStore` does —
 same contract tests — and adds what a networked, failing-over database needs.
 
-Retries (see `postgres_db`). *Before the commit* means: connecting, ``BEGIN``, the
-statements, or a serialisation failure/deadlock/read-only server, anywhere — nothing
-can have been committed, so every operation is retried then, for up to `retry_for`
-seconds. *Unknown outcome* means the connection failed while ``COMMIT`` was in flight.
+Retries (mechanism in `postgres_db`). A failure *before the commit* — connecting,
+``BEGIN``, any statement, a serialisation failure, a deadlock, a read-only server —
+cannot have committed anything (PostgreSQL aborts the open transaction of a lost
+session), so every operation is retried then, with backoff, for up to `retry_for`
+seconds. A connection lost *while COMMIT is in flight* leaves the outcome unknown:
 
-=========================================  =============  ==============  =======================
-operation                                  before commit  unknown outcome  why
-=========================================  =============  ==============  =======================
-every read (get, list, for_aor, since …)   retried        (no commit)      reads change nothing
-users.add                                  retried        not retried      run again: Conflict,
-                                                                           or a second log row
-users.remove                               retried        not retried      run again: NotFound
-users.set_credentials                      retried        not retried      logged: no blind
-contacts.put                               retried        not retried      second change-log
-presence.set_rule / remove_rule            retried        not retried      append (the Backup
-presence.publish / unpublish               retried        not retried      Service would ship
-meetings.put / remove                      retried        not retried      it twice)
-bindings.apply                             retried        retried          upsert/delete by
-bindings.remove_all / purge_*              retried        retried          primary key, not
-presence.save_subscription / remove_sub…   retried        retried          logged: a second run
-heartbeats.beat                            retried        retried          leaves the same rows
-=========================================  =============  ==============  =======================
+=================================================  ===============  =======================
+operation                                          unknown outcome  why
+=================================================  ===============  =======================
+reads: users.get/list/credentials/by_number,       retried          nothing to commit
+contacts.get/watchers_of, presence.rules/
+publications/subscriptions_to, bindings.for_aor/
+count, meetings.get/by_organizer, heartbeats.all,
+changes.since/last_seq, schema_version
+users.add                                          NOT retried      a rerun is a Conflict
+                                                                    (or a second log row)
+users.remove, meetings.remove,                     NOT retried      a rerun is NotFound
+presence.unpublish
+users.set_credentials, contacts.put,               NOT retried      logged: a rerun would
+presence.set_rule/remove_rule/publish,                              append its change a
+meetings.put                                                        second time
+bindings.apply/remove_all/purge_server/            retried          not logged; upserts and
+purge_flow/purge_expired,                                           deletes by primary key:
+presence.save_subscription/remove_subscription,                     a rerun leaves the same
+heartbeats.beat                                                     rows
+=================================================  ===============  =======================
 
-A write not retried after an unknown outcome raises `StoreUnavailable` saying the
-write may or may not have been applied; the caller (the SIP layer) answers 503 and
-the client retries, as with any other outage.
+A write not retried after an unknown outcome raises `StoreUnavailable` at once, saying
+the write may or may not have been applied; the SIP layer answers 503 and the client
+retries, as for any other outage. `bindings.apply` is idempotent as a whole (the same
+upserts and removals give the same rows); the counts returned by `remove_all` and the
+purges are those of the last run.
 """
 
 from __future__ import annotations

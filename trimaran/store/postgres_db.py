@@ -1,4 +1,4 @@
-"""The PostgreSQL connection pool, transactions, retries and error mapping.
+"""The PostgreSQL connection pool, transactions and retries.
 
 Theory of operation: one `PgDatabase` owns one asyncpg pool. A repository method hands
 it a coroutine function that does the whole transaction on a `PgTx` (`read` or
@@ -36,9 +36,8 @@ or logged twice. A connection that failed (or whose transaction was cancelled) i
 terminated, never returned to the pool; the pool reconnects on the next use, so the
 store recovers by itself when the database is back.
 
-Errors are converted here, at one boundary, so no asyncpg or socket exception
-escapes: integrity violations become `Conflict`, values PostgreSQL refuses (class 22)
-`StoreError`, everything meaning "the database is away for now" `StoreUnavailable`.
+Errors are converted at one boundary (`trimaran.store.postgres_errors`), so no
+asyncpg or socket exception escapes.
 """
 
 from __future__ import annotations
@@ -49,14 +48,23 @@ import enum
 import logging
 import os
 import random
-import re
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import asyncpg  # type: ignore[import-untyped]
 
 from trimaran.store import codec
-from trimaran.store.base import Conflict, StoreError, StoreUnavailable
+from trimaran.store.base import StoreError, StoreUnavailable
+from trimaran.store.postgres_errors import (
+    MISCONFIGURED_PREFIXES,
+    ConnectFailed,
+    Retryable,
+    describe,
+    final_error,
+    split_hosts,
+    translate,
+    where_of,
+)
 
 log = logging.getLogger(__name__)
 
@@ -75,108 +83,12 @@ LOCK_PRESENCE = int.from_bytes(b"TRpr", "big")
 _BACKOFF_FIRST = 0.05      # seconds before the first retry
 _BACKOFF_CAP = 1.0         # the longest pause between two attempts
 
-# SQLSTATE classes and codes meaning "not now": the transaction did not commit.
-_NOT_COMMITTED = frozenset({"40001", "40P01"})               # serialization, deadlock
-_READ_ONLY = frozenset({"25006"})                            # read_only_sql_transaction
-_AWAY_PREFIXES = ("08", "53", "57P", "58")                   # connection, resources, shutdown
-_AWAY = frozenset({"57014"})                                 # query_canceled (timeouts)
-_MISCONFIGURED_PREFIXES = ("28", "3D")                       # authentication, no database
-
 
 class Retry(enum.Enum):
     """When a failed write may be run again (see the module docstring)."""
 
     UNCOMMITTED = "only when it cannot have committed"
     ALWAYS = "also when the commit's outcome is unknown (idempotent by nature)"
-
-
-class _Retryable(Exception):
-    """An attempt failed for a reason that may go away; `ambiguous` when it happened
-    while committing (the transaction may or may not have committed)."""
-
-    def __init__(self, message: str, *, ambiguous: bool = False) -> None:
-        super().__init__(message)
-        self.ambiguous = ambiguous
-
-
-class _ConnectFailed(Exception):
-    """No host of the DSN gave a usable connection; `permanent` when every host refused
-    us for a reason retrying will not fix (authentication, unknown database)."""
-
-    def __init__(self, message: str, *, permanent: bool) -> None:
-        super().__init__(message)
-        self.permanent = permanent
-
-
-def split_hosts(dsn: str) -> list[str]:
-    """One URL per host of a multi-host URL (``postgresql://u@h1:p1,h2:p2/db?…``), in
-    order; ``[dsn]`` for anything else (one host, key=value strings)."""
-    match = re.match(r"^(postgres(?:ql)?://)([^/?#]*)(.*)$", dsn, re.DOTALL)
-    if match is None:
-        return [dsn]
-    scheme, netloc, rest = match.groups()
-    userinfo, at, hosts = netloc.rpartition("@")
-    if "," not in hosts:
-        return [dsn]
-    return [f"{scheme}{userinfo}{at}{host}{rest}" for host in hosts.split(",")]
-
-
-def _where(dsn: str) -> str:
-    """The host:port part of a one-host URL, for messages (never the password)."""
-    match = re.match(r"^postgres(?:ql)?://(?:[^@/?#]*@)?([^/?#]*)", dsn)
-    return match.group(1) if match else "the database"
-
-
-def describe(exc: BaseException) -> str:
-    """A one-line account of a database error: class, SQLSTATE, message and detail."""
-    text = str(exc) or type(exc).__name__
-    state = getattr(exc, "sqlstate", None)
-    detail = getattr(exc, "detail", None)
-    head = f"{type(exc).__name__}" + (f" [{state}]" if state else "")
-    return f"{head}: {text}" + (f" ({detail})" if detail else "")
-
-
-def translate(exc: BaseException, where: str, *, committing: bool = False,
-              broken: bool = False) -> BaseException:
-    """The store error (or `_Retryable`) for an exception from asyncpg, the socket or
-    the work itself. `committing`: it was raised by ``COMMIT``; `broken`: the connection
-    is closed."""
-    if isinstance(exc, StoreError | _Retryable):
-        return exc
-    if isinstance(exc, _ConnectFailed):
-        if exc.permanent:
-            return StoreUnavailable(f"{where}: {exc}")
-        return _Retryable(f"{where}: {exc}")
-    message = f"{where}: {describe(exc)}"
-    if isinstance(exc, asyncpg.PostgresError):
-        state = str(exc.sqlstate or "")
-        if state.startswith("23"):
-            return Conflict(message)
-        if state in _NOT_COMMITTED or state in _READ_ONLY:
-            return _Retryable(message)
-        if state in _AWAY or state.startswith(_AWAY_PREFIXES):
-            return _Retryable(message, ambiguous=committing)
-        if state.startswith(_MISCONFIGURED_PREFIXES):
-            return StoreUnavailable(message)
-        if state.startswith("22"):
-            return StoreError(f"{where}: value cannot be stored: {describe(exc)}")
-        return StoreError(message)
-    if (isinstance(exc, OSError | TimeoutError | asyncpg.InternalClientError)
-            or (broken and isinstance(exc, asyncpg.InterfaceError))):
-        return _Retryable(message, ambiguous=committing)
-    if isinstance(exc, asyncpg.InterfaceError | ValueError | TypeError | OverflowError):
-        # Values asyncpg cannot send: ints beyond 64 bits, lone surrogates, NUL in text…
-        return StoreError(f"{where}: value cannot be stored: {describe(exc)}")
-    return exc
-
-
-def final_error(exc: BaseException, where: str, *, broken: bool = False) -> BaseException:
-    """Like `translate`, for callers that do not retry: "retryable" becomes
-    `StoreUnavailable`."""
-    error = translate(exc, where, broken=broken)
-    if isinstance(error, _Retryable):
-        return StoreUnavailable(str(error))
-    return error
 
 
 class PgTx:
@@ -291,7 +203,7 @@ class PgDatabase:
     @property
     def where(self) -> str:
         """The hosts, for messages."""
-        return ",".join(_where(h) for h in self._hosts)
+        return ",".join(where_of(h) for h in self._hosts)
 
     @property
     def is_open(self) -> bool:
@@ -424,7 +336,7 @@ class PgDatabase:
         except BaseException as exc:
             error = translate(exc, what, committing=committing, broken=connection_closed(conn))
             # A definitive answer on a live connection: roll back and keep the connection.
-            healthy = not isinstance(error, _Retryable) and not connection_closed(conn)
+            healthy = not isinstance(error, Retryable) and not connection_closed(conn)
             if healthy and begin is not None and not committing:
                 healthy = await self._rollback(conn)
             if error is exc:
@@ -488,9 +400,9 @@ class PgDatabase:
                 state = str(getattr(exc, "sqlstate", "") or "")
                 if isinstance(exc, asyncpg.ClientConfigurationError):
                     raise StoreError(f"invalid PostgreSQL connection string: {exc}") from exc
-                permanent = permanent and state.startswith(_MISCONFIGURED_PREFIXES)
-                errors.append(f"{_where(dsn)}: {describe(exc)}")
-        raise _ConnectFailed("; ".join(errors), permanent=permanent)
+                permanent = permanent and state.startswith(MISCONFIGURED_PREFIXES)
+                errors.append(f"{where_of(dsn)}: {describe(exc)}")
+        raise ConnectFailed("; ".join(errors), permanent=permanent)
 
     # --- retries -------------------------------------------------------------------------
 
@@ -505,7 +417,7 @@ class PgDatabase:
             tries += 1
             try:
                 return await attempt()
-            except _Retryable as exc:
+            except Retryable as exc:
                 if exc.ambiguous and retry is not Retry.ALWAYS:
                     raise StoreUnavailable(
                         f"{exc}; the connection failed while committing, so the write may or "

@@ -23,7 +23,8 @@ from typing import Any, TypeVar
 
 from trimaran.store.base import StoreError
 from trimaran.store.migrations import VERSION_TABLE, Migration, SchemaError
-from trimaran.store.postgres_db import MIGRATION_LOCK, Record, connection_closed, final_error
+from trimaran.store.postgres_db import MIGRATION_LOCK, Record, connection_closed
+from trimaran.store.postgres_errors import final_error
 
 log = logging.getLogger(__name__)
 
