@@ -181,6 +181,11 @@ class NameAddr:
 
     @classmethod
     def parse(cls, text: str) -> NameAddr:
+        """Parse the textual form (memoised: values are immutable); `SipParseError` if bad."""
+        return _parse_nameaddr(text)
+
+    @classmethod
+    def _parse(cls, text: str) -> NameAddr:
         """Parse name-addr (`"Bob" <sip:b@x>;tag=1`) or addr-spec (`sip:b@x;tag=1`)."""
         text = text.strip()
         if not text:
@@ -293,6 +298,11 @@ class Via:
 
     @classmethod
     def parse(cls, text: str) -> Via:
+        """Parse the textual form (memoised: values are immutable); `SipParseError` if bad."""
+        return _parse_via(text)
+
+    @classmethod
+    def _parse(cls, text: str) -> Via:
         """Parse `SIP/2.0/UDP host:port;branch=...`."""
         text = text.strip()
         proto, _, rest = text.partition("/")
@@ -380,6 +390,11 @@ class CSeq:
 
     @classmethod
     def parse(cls, text: str) -> CSeq:
+        """Parse the textual form (memoised: values are immutable); `SipParseError` if bad."""
+        return _parse_cseq(text)
+
+    @classmethod
+    def _parse(cls, text: str) -> CSeq:
         """Parse `314159 INVITE`; the number must fit in 32 bits (§8.1.1.5)."""
         parts = _LWS.split(text.strip(" \t"))
         if len(parts) != 2 or not is_digits(parts[0]) or len(parts[0]) > 10:
@@ -391,3 +406,18 @@ class CSeq:
 
     def __str__(self) -> str:
         return f"{self.seq} {self.method}"
+
+
+@functools.lru_cache(maxsize=8192)
+def _parse_nameaddr(text: str) -> NameAddr:
+    return NameAddr._parse(text)
+
+
+@functools.lru_cache(maxsize=8192)
+def _parse_via(text: str) -> Via:
+    return Via._parse(text)
+
+
+@functools.lru_cache(maxsize=8192)
+def _parse_cseq(text: str) -> CSeq:
+    return CSeq._parse(text)

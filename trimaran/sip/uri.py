@@ -6,6 +6,7 @@ A `URI` is an immutable value. `URI.parse` accepts the textual form and raises
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from dataclasses import dataclass, replace
@@ -94,6 +95,11 @@ class URI:
 
     @classmethod
     def parse(cls, text: str) -> URI:
+        """Parse the textual form (memoised: values are immutable); `SipParseError` if bad."""
+        return _parse_uri(text)
+
+    @classmethod
+    def _parse(cls, text: str) -> URI:
         """Parse the textual URI; raise `SipParseError`.
 
         The status hint is 414 when too long, 416 for a well-formed URI whose scheme
@@ -202,3 +208,8 @@ class URI:
         scheme = "sip" if self.scheme == "sips" else self.scheme
         who = f"{user}@" if user is not None else ""
         return f"{scheme}:{who}{self.host.lower()}"
+
+
+@functools.lru_cache(maxsize=8192)
+def _parse_uri(text: str) -> URI:
+    return URI._parse(text)
