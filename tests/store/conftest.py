@@ -3,7 +3,9 @@
 The contract tests (`test_contract_*.py`) are written against the abstract `Store`
 only, through the `store` fixture and `backend.make()` (a new, unopened store over the
 same database, for reopen/durability tests). A new backend joins them by adding a
-param to `backend` below.
+param to `backend` below. They run against SQLite and PostgreSQL (one server for the
+session, `pg_server`; an empty database per test; skipped, saying why, when the
+PostgreSQL binaries are absent).
 """
 
 from __future__ import annotations
@@ -91,7 +93,7 @@ def pg_server() -> Iterator[PgInstance]:
     try:
         find_bin_dir()
     except PostgresNotInstalled as exc:
-        pytest.skip(f"PostgreSQL server binaries are absent: {exc}")
+        pytest.skip(str(exc))
     base = Path(tempfile.mkdtemp(prefix="trimaran-pg-"))
     base.chmod(0o711)
     server = PgInstance(base / "data", "127.0.0.1", free_port(), durable=False)

@@ -35,6 +35,7 @@ from tests.store.conftest import (
 )
 from trimaran.backend import PgInstance
 from trimaran.store import (
+    Conflict,
     ContactEntry,
     ContactGroup,
     ContactList,
@@ -45,7 +46,9 @@ from trimaran.store import (
     Store,
     StoreError,
     StoreUnavailable,
+    decode_change,
 )
+from trimaran.store.postgres_errors import Retryable, split_hosts, translate
 
 # --- helpers ---------------------------------------------------------------------------
 
@@ -212,6 +215,31 @@ async def test_concurrent_applies_for_one_aor_from_two_front_ends_are_serialised
         assert len(await fe_a.bindings.for_aor(aor("alice"), now=1.0)) == 2 * n
 
 
+async def test_concurrent_logged_writes_from_two_front_ends_keep_data_and_log_agreeing(
+        pg_db: str) -> None:
+    """DR-2: whatever the interleaving, a key's last change in the log is its data, and
+    a race for a unique key is a Conflict for the loser, never a lost or doubled write."""
+    fe_a, fe_b = pg_store(pg_db, max_size=4), pg_store(pg_db, max_size=4)
+    async with fe_a, fe_b:
+        results = await asyncio.gather(add_user(fe_a, "alice"), add_user(fe_b, "alice"),
+                                       return_exceptions=True)
+        assert sorted(type(r).__name__ for r in results) == ["Conflict", "User"]
+        lists = [ContactList(aor("alice"), (ContactGroup(f"g{i}"),),
+                             (ContactEntry(aor(f"c{i}"), groups=(f"g{i}",)),))
+                 for i in range(12)]
+        await asyncio.gather(*((fe_a if i % 2 else fe_b).contacts.put(cl, now=2.0)
+                               for i, cl in enumerate(lists)))
+        await asyncio.gather(*((fe_a if i % 2 else fe_b).users.set_credentials(
+            make_credentials("alice", secret=str(i)), now=3.0) for i in range(10)))
+        log = await fe_a.changes.since(0, limit=1000)
+        assert [c.category for c in log].count("user") == 1
+        last = {(c.category, c.key): c for c in log}
+        assert decode_change(last["contacts", aor("alice")]) == \
+            await fe_b.contacts.get(aor("alice"))
+        assert decode_change(last["credentials", aor("alice")]) == \
+            await fe_b.users.credentials("alice", "example.com")
+
+
 async def test_migrations_are_applied_once_when_front_ends_open_a_new_database_at_once(
         pg_db: str) -> None:
     stores = [pg_store(pg_db, connect_timeout=5.0) for _ in range(3)]
@@ -366,6 +394,50 @@ async def test_a_commit_cut_off_is_retried_for_an_idempotent_write(pg_db: str) -
         await cut_off_during_commit(pg_db)
         assert await asyncio.wait_for(applying, 10) == [b]
         assert await store.bindings.for_aor(aor("alice"), now=1.0) == [b]
+
+
+@pytest.mark.parametrize("error,committing,expected", [
+    (asyncpg.UniqueViolationError("dup"), False, Conflict),
+    (asyncpg.ForeignKeyViolationError("fk"), False, Conflict),
+    (asyncpg.CheckViolationError("check"), True, Conflict),
+    (asyncpg.NotNullViolationError("null"), False, Conflict),
+    (asyncpg.SerializationError("serialization"), True, "retry"),
+    (asyncpg.DeadlockDetectedError("deadlock"), False, "retry"),
+    (asyncpg.ReadOnlySQLTransactionError("read-only"), False, "retry"),
+    (asyncpg.AdminShutdownError("shutdown"), False, "retry"),
+    (asyncpg.AdminShutdownError("shutdown"), True, "unknown outcome"),
+    (asyncpg.CannotConnectNowError("starting up"), False, "retry"),
+    (asyncpg.ConnectionDoesNotExistError("gone"), True, "unknown outcome"),
+    (ConnectionResetError("reset"), False, "retry"),
+    (TimeoutError(), True, "unknown outcome"),
+    (asyncpg.InvalidPasswordError("password"), False, StoreUnavailable),
+    (asyncpg.CharacterNotInRepertoireError("NUL"), False, StoreError),
+    (asyncpg.UndefinedTableError("no table"), False, StoreError),
+], ids=lambda v: type(v).__name__ if isinstance(v, BaseException) else str(v))
+def test_database_errors_map_to_store_errors_or_retries(
+        error: BaseException, committing: bool, expected: object) -> None:
+    """Serialisation failures and deadlocks never committed: retried even at COMMIT.
+    A lost connection at COMMIT leaves the outcome unknown (retried only when idempotent)."""
+    result = translate(error, "op", committing=committing)
+    if expected == "retry":
+        assert isinstance(result, Retryable) and not result.ambiguous
+    elif expected == "unknown outcome":
+        assert isinstance(result, Retryable) and result.ambiguous
+    else:
+        assert type(result) is expected
+        assert "op" in str(result)
+
+
+def test_a_multi_host_url_is_split_into_one_url_per_host_in_order() -> None:
+    dsn = "postgresql://u:p%40ss@h1:5432,h2:5433,[::1]:5434/db?target_session_attrs=read-write"
+    assert split_hosts(dsn) == [
+        "postgresql://u:p%40ss@h1:5432/db?target_session_attrs=read-write",
+        "postgresql://u:p%40ss@h2:5433/db?target_session_attrs=read-write",
+        "postgresql://u:p%40ss@[::1]:5434/db?target_session_attrs=read-write"]
+    assert split_hosts("postgresql://u@h1:5432/db") == ["postgresql://u@h1:5432/db"]
+    assert split_hosts("host=h1 dbname=db") == ["host=h1 dbname=db"]
+    shown = repr(PostgresStore(dsn, pool=POOL))          # never the password
+    assert shown == "PostgresStore('h1:5432,h2:5433,[::1]:5434', pool='fe1')"
 
 
 # --- atomicity, errors, lifecycle ----------------------------------------------------------

@@ -1,4 +1,5 @@
-"""A local PostgreSQL server instance: create it, start, stop and kill it.
+"""A local PostgreSQL server instance: create it (`initdb`, or `clone_from` another as its
+hot standby), start, stop and kill it.
 
 Used by `trimaran up` to run a pool's Back End on this machine and by the tests
 (real PostgreSQL, no mocks: DESIGN §5).
@@ -76,9 +77,11 @@ class PostgresNotInstalled(BackendError):
     """The PostgreSQL server binaries (or its system user) are not on this machine."""
 
 
-def find_bin_dir(bin_dir: Path | None = None, *, root: Path = DEBIAN_ROOT) -> Path:
+def find_bin_dir(bin_dir: Path | None = None, *, root: Path | None = None) -> Path:
     """The directory holding ``initdb``, ``pg_ctl`` and ``postgres``: `bin_dir` when given,
-    else the highest version under `root`. `PostgresNotInstalled` names the package."""
+    else the highest version under `root` (default `DEBIAN_ROOT`). `PostgresNotInstalled`
+    names the package."""
+    root = DEBIAN_ROOT if root is None else root
     if bin_dir is not None:
         candidates = [bin_dir]
     else:

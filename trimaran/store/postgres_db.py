@@ -229,7 +229,10 @@ class PgDatabase:
                     return await pool
                 except BaseException as exc:
                     pool.terminate()
-                    raise translate(exc, f"connecting to {self.where}") from exc
+                    error = translate(exc, f"connecting to {self.where}")
+                    if error is exc:
+                        raise
+                    raise error from exc
 
             self._pool = await self._retrying(f"connecting to {self.where}", attempt,
                                               Retry.ALWAYS, budget=self.connect_timeout)
@@ -357,7 +360,10 @@ class PgDatabase:
         except BaseException as exc:
             if isinstance(exc, asyncpg.InterfaceError) and pool is not self._pool:
                 raise StoreUnavailable(f"{what}: the store was closed") from exc
-            raise translate(exc, f"{what}: connecting to {self.where}") from exc
+            error = translate(exc, f"{what}: connecting to {self.where}")
+            if error is exc:
+                raise
+            raise error from exc
 
     async def _rollback(self, conn: Any) -> bool:
         """Roll back after a refused write; False (connection to drop) if that fails."""
