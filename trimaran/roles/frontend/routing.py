@@ -73,6 +73,29 @@ class Router:
         return Target(URI.parse(binding.contact), Address("tcp", peer.host, peer.sip_port),
                       route, self._key(binding))
 
+    def lookup_token(self, aor: str) -> str:
+        """HMAC authorising a peer lookup for `aor` (pool secret)."""
+        return hmac.new(self._secret, f"lookup|{aor}".encode(), hashlib.sha256).hexdigest()[:24]
+
+    def lookup_targets(self, aor: str, uri: URI) -> list[Target]:
+        """One target per live peer, asking it to deliver if `aor` is registered there."""
+        membership = self.server.membership
+        if membership is None:
+            return []
+        token = self.lookup_token(aor)
+        return [Target(uri, Address("tcp", peer.host, peer.sip_port),
+                       f"<sip:{peer.host}:{peer.sip_port};transport=tcp;lr;lookup={token}>",
+                       f"lookup|{peer.name}|{aor}")
+                for peer in membership.alive_peers()]
+
+    def lookup_of_route(self, route: NameAddr, uri: URI) -> str | None:
+        """The AOR a peer's lookup Route asks about, when its token is valid."""
+        token = route.uri.param("lookup")
+        if not token:
+            return None
+        aor = URI("sip", uri.user, None, self.server.config.domain).aor
+        return aor if hmac.compare_digest(token, self.lookup_token(aor)) else None
+
     def target_for(self, binding: Binding) -> Target | None:
         """Where a request for `binding` goes (None: its server is dead or unknown)."""
         me = self.server.config.server

@@ -103,6 +103,7 @@ class FrontEndServer:
         self._outbound: dict[str, set[tuple[str, str]]] = {}   # flow id -> {(aor, key)}
         self._tasks: set[asyncio.Task[None]] = set()
         self._housekeeping: asyncio.Task[None] | None = None
+        self._membership_task: asyncio.Task[None] | None = None
         self._started_at = 0.0
         self._bindings_count = 0
         self.mode = "full"
@@ -119,13 +120,16 @@ class FrontEndServer:
         self.admin_address = await self.admin.start(cfg.host, cfg.admin_port)
         self._started_at = self.wall_clock()
         self._housekeeping = asyncio.ensure_future(self._housekeeping_loop())
+        if self.membership is not None:
+            self._membership_task = asyncio.ensure_future(self._membership_loop())
         log.info("front end %s of pool %s serving SIP on %s:%s", cfg.server, cfg.pool,
                  cfg.host, port)
 
     async def stop(self) -> None:
         """Ordered shutdown: stop housekeeping, SIP (drain), HTTP; the store stays open."""
-        if self._housekeeping is not None:
-            self._housekeeping.cancel()
+        for task in (self._housekeeping, self._membership_task):
+            if task is not None:
+                task.cancel()
         await self.endpoint.close(drain_timeout=2.0)
         for task in list(self._tasks):
             task.cancel()
@@ -347,6 +351,10 @@ class FrontEndServer:
                     return
                 self.router.relay_to_flow(incoming, flow_id)
                 return
+            lookup = self.router.lookup_of_route(routes[0], request.uri)
+            if lookup is not None:
+                await self._answer_lookup(incoming, lookup)
+                return
         if request.to.tag:
             await self._in_dialog(incoming)
             return
@@ -361,14 +369,32 @@ class FrontEndServer:
         if sender is None:
             return
         target = await self._resolve_user(request.uri)
-        if target is None:
+        targets = await self._targets(target) if target is not None else []
+        if not targets and self.mode != "full" and self.membership is not None:
+            # Resiliency mode and this server never saw the user: ask the peers, each of
+            # which knows the users registered on it (FE-7).
+            aor = target or URI("sip", request.uri.user, None, self.config.domain).aor
+            targets = self.router.lookup_targets(aor, request.uri)
+        if target is None and not targets:
             self.reply(incoming, 404, "No such user")
             return
-        targets = await self._targets(target)
         if not targets:
             self.reply(incoming, 480, "User offline")
             return
-        await self.router.forward(incoming, targets, lambda: self._targets(target))
+        refresh = (lambda: self._targets(target)) if target is not None else None
+        await self.router.forward(incoming, targets, refresh)
+
+    async def _answer_lookup(self, incoming: IncomingRequest, aor: str) -> None:
+        """A peer asks us to deliver to `aor` if the user is registered on this server."""
+        request = incoming.request.copy()
+        request.headers.pop_first("Route")
+        local = [b for b in await self.bindings_for(aor) if b.server == self.config.server]
+        targets = [t for t in (self.router.target_for(b) for b in local) if t is not None]
+        if not targets:
+            self.reply(incoming, 480, "Not registered on this server")
+            return
+        await self.router.forward(IncomingRequest(request, incoming.transaction,
+                                                  incoming.flow), targets, None)
 
     async def _targets(self, aor: str) -> list[Target]:
         bindings = await self.bindings_for(aor)
@@ -593,20 +619,25 @@ class FrontEndServer:
             if before and not after:
                 self.presence.schedule_notify(aor)
 
-    async def _housekeeping_loop(self) -> None:
-        interval = min(self.config.housekeeping_interval, self.config.heartbeat_interval)
+    async def _membership_loop(self) -> None:
+        """Heartbeats and peer pings on their own cadence: a slow store never delays them
+        (else a Back End outage would look like this server freezing)."""
+        assert self.membership is not None
         while True:
-            await self._housekeeping_tick()
-            await asyncio.sleep(interval)
-
-    async def _housekeeping_tick(self) -> None:
-        if self.membership is not None:
             for decision in await self.membership.tick():
                 if decision.action == "rejoin":
                     await self._rejoin()
                 elif decision.action == "declare-dead":
                     self.cache.forget_server(decision.server)
                     self.spawn(self._abandon_peer(decision.server))
+            await asyncio.sleep(self.config.heartbeat_interval)
+
+    async def _housekeeping_loop(self) -> None:
+        while True:
+            await self._housekeeping_tick()
+            await asyncio.sleep(self.config.housekeeping_interval)
+
+    async def _housekeeping_tick(self) -> None:
         try:
             now = self.wall_clock()
             if self.cache.dirty:
