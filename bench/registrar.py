@@ -62,7 +62,7 @@ KAMAILIO_HOST = "127.0.7.2"
 RATES = (100, 200, 300, 400, 600, 800, 1200, 1600, 2400, 3200, 4800, 6400, 9600, 12800)
 MAX_CALLS = 20_000                  # per step
 FAILURE_LIMIT = 0.1                 # percent of the calls of a step
-SUSTAINED = 0.9                     # achieved/target below this: the rate was not kept
+SUSTAINED = 0.95                    # achieved/target below this: the rate was not kept
 WARMUP_RATE = 200                   # registering every user before the measurements
 REREGISTER_AFTER = 200.0            # s; the bindings' Expires is 300
 RETRY_PAUSE = 3.0                   # s before a failed step is tried again
@@ -71,6 +71,7 @@ KAMAILIO_SHM_MB = 512               # the package default (64) is too small for 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 QUIET_LIMIT = 25.0                  # % of one core used by others before a step
+QUIET_STEP_WAIT = 10.0              # s, at most, before one step
 WORKLOADS = ("register", "message")
 
 
@@ -93,11 +94,10 @@ def _stat(pid: int) -> tuple[int, int] | None:
 def process_tree(root: int) -> list[int]:
     """`root` and all its live descendants."""
     children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            info = _stat(int(entry))
-            if info is not None:
-                children.setdefault(info[0], []).append(int(entry))
+    for pid in _pids():
+        info = _stat(pid)
+        if info is not None:
+            children.setdefault(info[0], []).append(pid)
     tree, todo = [], [root]
     while todo:
         pid = todo.pop()
@@ -147,6 +147,19 @@ def wait_for_quiet(max_wait: float, limit: float = QUIET_LIMIT) -> float:
             return load
 
 
+def _pids() -> list[int]:
+    return [int(entry) for entry in os.listdir("/proc") if entry.isdigit()]
+
+
+def _serves_from(pid: int, rundir: Path) -> bool:
+    """True when `pid` is a `trimaran serve` of the deployment in `rundir`."""
+    try:
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return b"serve" in args and str(rundir).encode() in args
+
+
 def pid_alive(pid: int) -> bool:
     """True when `pid` exists and is not a zombie."""
     try:
@@ -187,6 +200,7 @@ class Server(ABC):
     """A SIP server under test, started and stopped by the bench."""
 
     label: str
+    slug: str                # for file names
     host: str
     port: int
 
@@ -220,6 +234,7 @@ class TrimaranServer(Server):
 
     def __init__(self, workdir: Path, users: Sequence[str]) -> None:
         self.label = "Trimaran"
+        self.slug = "trimaran"
         self.host = TRIMARAN_HOST
         self.port = free_port(TRIMARAN_HOST)
         self.workdir = workdir
@@ -263,12 +278,12 @@ class TrimaranServer(Server):
         store = SqliteStore(path, pool="bench1")
         await store.open()
         try:
-            md5_pw, sha_pw = PASSWORD, PASSWORD
             now = time.time()
             for name in self.users:
                 aor = f"sip:{name}@{DOMAIN}"
-                creds = Credentials(aor, name, DOMAIN, digest.ha1(name, DOMAIN, md5_pw, "MD5"),
-                                    digest.ha1(name, DOMAIN, sha_pw, "SHA-256"))
+                creds = Credentials(aor, name, DOMAIN,
+                                    digest.ha1(name, DOMAIN, PASSWORD, "MD5"),
+                                    digest.ha1(name, DOMAIN, PASSWORD, "SHA-256"))
                 await store.users.add(User(aor, "bench1"), creds, now=now)
         finally:
             await store.close()
@@ -309,9 +324,13 @@ class TrimaranServer(Server):
         if (self.rundir / "state.json").exists():
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self._trimaran("down", "--dir", str(self.rundir), timeout=30)
-        if self.pid is not None and pid_alive(self.pid):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.pid, signal.SIGKILL)
+        # whatever is left of ours, even if `up` was interrupted before recording a pid
+        left = {self.pid} if self.pid is not None else set()
+        left |= {pid for pid in _pids() if _serves_from(pid, self.rundir.resolve())}
+        for pid in left:
+            if pid_alive(pid):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pid, signal.SIGKILL)
         self.pid = None
 
     def log_tail(self, lines: int = 20) -> str:
@@ -328,6 +347,7 @@ class KamailioServer(Server):
     def __init__(self, workdir: Path, children: int) -> None:
         self.children = children
         self.label = f"Kamailio ({children} worker{'s' if children > 1 else ''})"
+        self.slug = f"kamailio{children}"
         self.host = KAMAILIO_HOST
         self.port = free_port(KAMAILIO_HOST)
         self.workdir = workdir
@@ -376,7 +396,7 @@ def kamailio_version() -> str:
     except OSError:
         return "kamailio (not installed)"
     lines = (out.stdout or out.stderr).splitlines()
-    return lines[0].strip() if lines else "kamailio (unknown version)"
+    return lines[0].strip().removeprefix("version: ") if lines else "kamailio (unknown version)"
 
 
 # --- measuring ---------------------------------------------------------------------------
@@ -390,7 +410,7 @@ class Step:
     target: int
     calls: int
     successful: int
-    achieved: float          # successful calls per second of SIPp's elapsed time
+    achieved: float          # calls completed per second, steady state
     server_cpu: float        # % of one core, over the step
     sipp_cpu: float          # % of one core, SIPp sender (+ MESSAGE receiver)
     retransmissions: int
@@ -424,7 +444,9 @@ class Step:
             why = f"only {self.achieved:.0f}/s achieved of {self.target}/s"
         else:
             why = f"SIPp out of time at {self.target}/s"
-        return f"{why} (others used {self.others_cpu:.0f} % CPU)"
+        busy = (self.server_cpu + self.sipp_cpu + self.others_cpu) / (os.cpu_count() or 1)
+        others = f", others {self.others_cpu:.0f} %" if self.others_cpu >= 10 else ""
+        return f"{why}; server CPU {self.server_cpu:.0f} %, machine {busy:.0f} % busy{others}"
 
     @property
     def calls_per_cpu_second(self) -> float | None:
@@ -441,7 +463,7 @@ class Context:
     receiver_port: int
     step_seconds: float
     workdir: Path
-    quiet_wait: float = 0.0
+    quiet_budget: float = 0.0    # seconds left to wait for a quiet machine, whole run
     receiver_pid: int | None = None
 
 
@@ -473,13 +495,14 @@ def run_step(server: Server, workload: str, rate: int, ctx: Context, *,
     """Drive `workload` at `rate` against `server` and measure it."""
     if calls is None:
         calls = max(1, min(MAX_CALLS, round(rate * ctx.step_seconds)))
-    budget = calls / rate + 15.0
+    budget = calls / rate + 8.0
     if attempt > 1:
         tag += f"-try{attempt}"
-    name = server.label.split()[0].lower() + (f"{server.children}" if isinstance(
-        server, KamailioServer) else "")
-    workdir = ctx.workdir / "sipp" / f"{name}-{workload}-{rate}{tag}"
-    wait_for_quiet(ctx.quiet_wait)
+    workdir = ctx.workdir / "sipp" / f"{server.slug}-{workload}-{rate}{tag}"
+    if ctx.quiet_budget > 0:
+        waited = time.monotonic()
+        wait_for_quiet(min(QUIET_STEP_WAIT, ctx.quiet_budget))
+        ctx.quiet_budget -= time.monotonic() - waited
     receiver_before = tree_cpu_seconds(ctx.receiver_pid) if ctx.receiver_pid else 0.0
     server_before = server.cpu_seconds()
     drops_before = udp_receive_drops()
@@ -495,9 +518,14 @@ def run_step(server: Server, workload: str, rate: int, ctx: Context, *,
     sipp_cpu = result.cpu_seconds + receiver_cpu
     others = host_busy_seconds() - host_before - server_cpu - sipp_cpu
     successful = min(calls, result.counter("SuccessfulCall(C)"))
-    elapsed = max(result.elapsed_seconds, 1e-6)
+    # Steady state: calls completed per second from a warm-up of up to 1 s to the end of
+    # sending; neither SIPp's start nor the final drain (latency) counts.
+    sending_ms = 1000.0 * calls / rate
+    steady = result.completion_rate(min(1000.0, sending_ms / 4), sending_ms)
+    achieved = steady if steady is not None \
+        else successful / max(result.elapsed_seconds, 1e-6)
     return Step(server=server.label, workload=workload, target=rate, calls=calls,
-                successful=successful, achieved=successful / elapsed,
+                successful=successful, achieved=achieved,
                 server_cpu=100.0 * server_cpu / wall,
                 sipp_cpu=100.0 * sipp_cpu / wall,
                 retransmissions=result.counter("Retransmissions(C)"), udp_drops=drops,
@@ -563,7 +591,7 @@ def measure_server(server: Server, workloads: Sequence[str], rates: Sequence[int
     receiver = BackgroundSipp(
         ["-sf", str(SCENARIOS / "message_uas.xml"), "-i", CLIENT_HOST,
          "-p", str(ctx.receiver_port), "-t", "u1", "-buff_size", str(SIPP_BUFFER)],
-        ctx.workdir / "sipp" / f"receiver-{server.label.split()[0].lower()}")
+        ctx.workdir / "sipp" / f"{server.slug}-receiver")
     started = time.monotonic()
     with receiver:
         ctx.receiver_pid = receiver.proc.pid if receiver.proc else None
@@ -639,30 +667,30 @@ SUMMARY_HEADER = ("server", "max rate/s (<0.1 % fail)", "achieved/s", "CPU % (1 
 
 def ratio_rows(trimaran: Best, others: list[Best], series: dict[str, list[Step]]) -> list[
         list[str]]:
-    """Trimaran/Kamailio: max rate, calls per CPU-second at each one's max, and CPU at the
-    highest rate both sustained (same load, so directly comparable)."""
+    """Trimaran/Kamailio: max rate, calls per CPU-second at each one's max, and the CPU of
+    both at the highest rate both sustained (the same load, so directly comparable)."""
     rows = []
     for other in others:
         t, k = trimaran.step, other.step
         rate_ratio = f"{t.target / k.target:.3f}" if t and k else "-"
         te, ke = (t.calls_per_cpu_second if t else None), (k.calls_per_cpu_second if k else None)
         eff_ratio = f"{te / ke:.3f}" if te and ke else "-"
-        common = "-"
+        same = ["-", "-", "-", "-"]
         t_ok = {s.target: s for s in series.get(trimaran.server, []) if s.ok}
         k_ok = {s.target: s for s in series.get(other.server, []) if s.ok}
         shared = sorted(set(t_ok) & set(k_ok))
         if shared:
-            rate = shared[-1]
-            ts, ks = t_ok[rate], k_ok[rate]
-            if ts.server_cpu > 0:
-                common = (f"{rate}/s: {ts.server_cpu:.0f} % vs {ks.server_cpu:.0f} % "
-                          f"(ratio {ks.server_cpu / ts.server_cpu:.3f})")
-        rows.append([f"Trimaran / {other.server}", rate_ratio, eff_ratio, common])
+            ts, ks = t_ok[shared[-1]], k_ok[shared[-1]]
+            same = [str(shared[-1]), f"{ts.server_cpu:.0f} / {ks.server_cpu:.0f}",
+                    f"{ks.server_cpu / ts.server_cpu:.3f}" if ts.server_cpu > 0 else "-",
+                    f"{ts.server_cpu / ks.server_cpu:.1f} x" if ks.server_cpu > 0 else "-"]
+        rows.append([f"Trimaran / {other.server}", rate_ratio, eff_ratio, *same])
     return rows
 
 
-RATIO_HEADER = ("ratio", "max rate", "calls per CPU-s (each at its max)",
-                "CPU at the highest common rate (Trimaran vs Kamailio; efficiency ratio)")
+RATIO_HEADER = ("ratio", "max rate", "calls per CPU-s, each at its max",
+                "same load: rate/s", "CPU % Trimaran / Kamailio", "calls per CPU-s",
+                "Trimaran CPU per call")
 
 
 def run_lines() -> list[str]:
@@ -685,23 +713,28 @@ def method_lines(args: argparse.Namespace, rates: Sequence[int]) -> list[str]:
         f" {', '.join(map(str, rates))} calls/s, {args.step_seconds:g} s per step (at most"
         f" {MAX_CALLS} calls), over {args.users} users, against one Trimaran server process"
         f" (`trimaran up`, {TRIMARAN_HOST}) and then Kamailio ({KAMAILIO_HOST},"
-        f" `bench/kamailio/kamailio.cfg`, `-m {KAMAILIO_SHM_MB}`) with 1 UDP worker (as"
-        " Trimaran is one process) and, as an extra, 4 workers, in the same run.", "",
+        f" `bench/kamailio/kamailio.cfg`, `-m {KAMAILIO_SHM_MB}`) with"
+        f" {' and '.join(args.kamailio_children.split(','))} UDP worker(s) (1 is the match"
+        " for Trimaran's one process), in the same run.", "",
         "* **register**: REGISTER -> 401 -> REGISTER with MD5 digest (qop=auth) -> 200."
         " Every user is registered once before the steps, so the steps refresh bindings.",
         "* **message**: MESSAGE from one authenticated sender -> 407 -> MESSAGE with"
         " digest -> relayed statefully to the recipient's registered contact (a SIPp UAS)"
         " -> 200 relayed back.", "",
         f"A step fails with >= {FAILURE_LIMIT} % of its calls not successful (failed,"
-        " or not finished within the step's time budget), or when the achieved rate"
-        f" (successful calls / SIPp's elapsed time) is below {SUSTAINED:.0%} of the target."
+        " or not finished within the step's time budget), or when the achieved rate is"
+        f" below {SUSTAINED:.0%} of the target. *achieved* is the steady-state rate: calls"
+        " completed per second from 1 s into the step to the end of sending (SIPp's"
+        " per-call trace), so that neither start-up nor the drain at the end counts;"
+        " a server that keeps up completes calls as fast as they are offered."
         f" A failed step is run once more after {RETRY_PAUSE:g} s; the series ends when it"
         " fails again. *max rate* is the highest target rate that passed.", "",
         "*server CPU* is utime+stime of all the server's processes (/proc) over the step,"
         " in % of one core; *SIPp CPU* is the sender's plus the MESSAGE receiver's;"
         " *others CPU* is what the rest of the machine used meanwhile (other work, the"
-        " kernel); before each step the bench waits (up to `--quiet-wait` s) until the rest"
-        f" of the machine uses under {QUIET_LIMIT:g} % of a core. *UDP drops* counts"
+        f" kernel); before each step the bench waits (up to {QUIET_STEP_WAIT:g} s, and"
+        " `--quiet-wait` s in all) until the rest of the machine uses under"
+        f" {QUIET_LIMIT:g} % of a core. *UDP drops* counts"
         " datagrams the host dropped for full socket buffers (either side). *calls per"
         " CPU-s* is achieved calls/s divided by the server's CPU. Response times are SIPp's"
         " per call (first request to final 200: both round trips), in whole milliseconds"
@@ -714,9 +747,13 @@ def method_lines(args: argparse.Namespace, rates: Sequence[int]) -> list[str]:
         " synchronous=FULL) while Kamailio keeps its location table in memory"
         " (usrloc db_mode 0).", "",
         f"SIPp, its MESSAGE receiver and the server share this machine's {os.cpu_count()}"
-        " CPU(s): when server + SIPp + others CPU of a failing step come near"
-        f" {100 * (os.cpu_count() or 1)} %, the machine, not the server, set the maximum"
-        " (a lower bound for that server).",
+        " CPU(s). *limited by* names the first step that failed (twice), the server's CPU"
+        " then and how busy the machine was ((server + SIPp + others CPU) / all CPUs):"
+        " a one-process server near 100 % CPU is its own limit; a machine near"
+        " 100 % busy set the maximum instead (a lower bound for that server)."
+        " *same load* compares both servers at the highest rate both sustained;"
+        " *Trimaran CPU per call* is how many times Kamailio's CPU Trimaran spends per call"
+        " there.",
     ]
 
 
@@ -764,15 +801,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="Kamailio UDP worker counts to measure (default 1,4)")
     parser.add_argument("--output", type=Path, default=None,
                         help=f"markdown report (default {RESULTS.relative_to(ROOT)})")
-    parser.add_argument("--quiet-wait", type=float, default=30.0,
-                        help="seconds to wait before a step for the rest of the machine to "
-                             f"use under {QUIET_LIMIT:g} %% of a core (default 30)")
+    parser.add_argument("--quiet-wait", type=float, default=None,
+                        help="seconds, in all, to wait before steps (at most "
+                             f"{QUIET_STEP_WAIT:g} s before one) for the rest of the machine "
+                             f"to use under {QUIET_LIMIT:g} %% of a core (default 90, "
+                             "--quick 10)")
     parser.add_argument("--keep", action="store_true",
                         help="keep the work directory (logs, SIPp files)")
     args = parser.parse_args(argv)
     args.users = args.users or (200 if args.quick else 2000)
     args.step_seconds = args.step_seconds or (2.0 if args.quick else 4.0)
     args.kamailio_children = args.kamailio_children or ("1" if args.quick else "1,4")
+    if args.quiet_wait is None:
+        args.quiet_wait = 10.0 if args.quick else 90.0
     if args.output is None and not args.quick:
         args.output = RESULTS
     return args
@@ -811,8 +852,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     rates = chosen_rates(args)
     names = [f"u{i:05d}" for i in range(args.users)]
-    signal.signal(signal.SIGTERM, _terminate)
-    signal.signal(signal.SIGHUP, _terminate)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _terminate)      # even where the shell made SIGINT ignored
     results: dict[str, dict[str, list[Step]]] = {}
     started = time.monotonic()
     with workspace(args.keep) as work:

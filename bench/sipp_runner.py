@@ -81,7 +81,21 @@ class SippResult:
     wall_seconds: float
     cpu_seconds: float              # SIPp's own user+system CPU
     timed_out: bool
-    rtts_ms: list[float] = field(default_factory=list)
+    # per successful call: (when it ended, ms since SIPp started; its response time, ms)
+    rtts: list[tuple[float, float]] = field(default_factory=list)
+
+    @property
+    def rtts_ms(self) -> list[float]:
+        """The response times (ms) of the calls traced."""
+        return [rtt for _, rtt in self.rtts]
+
+    def completion_rate(self, start_ms: float, end_ms: float) -> float | None:
+        """Calls completed per second between `start_ms` and `end_ms` (ms since SIPp
+        started), from the `-trace_rtt` trace; None without a trace or a window."""
+        if not self.rtts or end_ms <= start_ms:
+            return None
+        done = sum(1 for when, _ in self.rtts if start_ms <= when <= end_ms)
+        return 1000.0 * done / (end_ms - start_ms)
 
     def counter(self, name: str) -> int:
         """A cumulative counter such as `SuccessfulCall(C)` (0 when absent)."""
@@ -142,7 +156,7 @@ def run_sipp(args: list[str], workdir: Path, *, timeout: float,
         stats=last_stats(stat_file), output=out_path.read_text(errors="replace"),
         errors=err_file.read_text(errors="replace") if err_file.exists() else "",
         wall_seconds=wall, cpu_seconds=cpu, timed_out=timed_out,
-        rtts_ms=read_rtts(workdir) if trace_rtt else [])
+        rtts=read_rtts(workdir) if trace_rtt else [])
 
 
 def last_stats(path: Path) -> dict[str, str]:
@@ -156,15 +170,16 @@ def last_stats(path: Path) -> dict[str, str]:
     return dict(zip(rows[0], rows[-1], strict=False))
 
 
-def read_rtts(workdir: Path) -> list[float]:
-    """Response times (ms) from the `-trace_rtt` files SIPp wrote in `workdir`."""
-    values: list[float] = []
+def read_rtts(workdir: Path) -> list[tuple[float, float]]:
+    """(end of call in ms since SIPp started, response time in ms) per call, from the
+    `-trace_rtt` files SIPp wrote in `workdir`."""
+    values: list[tuple[float, float]] = []
     for path in workdir.glob("*_rtt.csv"):
         with path.open(newline="", errors="replace") as handle:
             for row in csv.reader(handle, delimiter=";"):
                 if len(row) >= 2:
                     with contextlib.suppress(ValueError):
-                        values.append(float(row[1]))
+                        values.append((float(row[0]), float(row[1])))
     return values
 
 
