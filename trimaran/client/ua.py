@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE, NOTIFY, SUBSCRIBE, PUBLISH, REFER"
 NO_ANSWER = (408, 503)  # synthetic responses for a server that does not answer
+RESENDABLE = frozenset({"MESSAGE", "OPTIONS", "PUBLISH", "SUBSCRIBE"})
+RESEND_WAIT = 10.0      # how long a request lost in transit waits for re-registration
 
 
 def uri_address(uri: URI, transport: str) -> Address:
@@ -172,6 +174,15 @@ class UserAgent:
         for _ in range(attempts):
             exchange = await self._send_authenticated(request, target or self.server, callbacks)
             response = exchange.response
+            if not failover and target is None and self._lost_in_transit(exchange):
+                # Our connection to the server died under the request (the server went
+                # away or moved us): like a real client, send it again once we are
+                # registered again — same Call-ID and CSeq, so it cannot count twice.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.registered.wait(), RESEND_WAIT)
+                exchange = await self._send_authenticated(
+                    self._refreshed(exchange.request, bump=False), self.server, callbacks)
+                return exchange
             if not failover or response.status not in NO_ANSWER:
                 return exchange
             self._server_index += 1
@@ -179,6 +190,12 @@ class UserAgent:
             request = self._refreshed(exchange.request, bump=True)
         assert exchange is not None
         return exchange
+
+    def _lost_in_transit(self, exchange: Exchange) -> bool:
+        """True when a request failed because its flow to our server failed (RFC 5626)."""
+        return (exchange.request.method in RESENDABLE and exchange.response.status == 503
+                and "transport" in exchange.response.reason
+                and self.config.reregister_on_flow_loss)
 
     async def _send_authenticated(self, request: Request, target: Address | Flow,
                                   callbacks: dict[str, Callable[[Response, Flow | None], None]],
