@@ -8,9 +8,10 @@ Theory of operation: everything goes through the server's own tools (``initdb``,
 ``pg_ctl``, ``postgres --single``) found in `bin_dir`, else in the highest
 ``/usr/lib/postgresql/<version>/bin`` (Debian's layout). The instance listens on one
 TCP address (`host`, meant to be a 127.x loopback address) and on a Unix socket in
-its data directory; authentication is ``trust`` for local sockets and for
-127.0.0.0/8 only (replication included, for the mirroring agent), and the superuser
-is ``trimaran``, owner of a database ``trimaran``. `dsn` is the URL to reach it.
+its data directory (not when mirrored: TCP only); authentication is ``trust`` for
+local sockets and for 127.0.0.0/8 only (replication included, for the mirroring
+agent), and the superuser is ``trimaran``, owner of a database ``trimaran``. `dsn` is
+the URL to reach it.
 
 Root: PostgreSQL refuses to run as root. When this process is root, every server
 tool runs as the ``postgres`` system user (created by Debian's ``postgresql``
@@ -22,6 +23,20 @@ every ancestor directory of both that ``postgres`` could not traverse gets the
 The server's log goes to `log_path` (default ``<data_dir>.log``, beside the data
 directory). A Unix socket path longer than the kernel allows (107 bytes) is not
 created: the instance then listens on TCP only.
+
+Mirroring (`mirrored=True`; DESIGN §3 "Back End mirroring"): the instance also gets
+`REPLICATION_SETTINGS` — streaming replication, ``synchronous_commit=on``, and what
+``pg_rewind`` needs (``wal_log_hints``, ``full_page_writes``, WAL kept for a returning
+partner). Every per-instance setting (address, port, these) is given on the command
+line at each start, never in a configuration file: ``pg_rewind`` and
+``pg_basebackup`` copy the partner's files, and a command-line setting cannot be
+overwritten by a copy. The settings the mirroring agent changes while the server runs
+(``synchronous_standby_names``, ``default_transaction_read_only``) and the standby
+configuration (``primary_conninfo``, ``standby.signal``) live in
+``postgresql.auto.conf`` and the data directory, where ``ALTER SYSTEM``,
+`configure_standby` and `set_auto_conf` write them — hence never on the command line,
+which would override them. `promote`, `rewind_from` and `reclone_from` are the other
+tools the agent (`trimaran.backend.agent`) needs.
 """
 
 from __future__ import annotations
@@ -41,6 +56,8 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from trimaran.backend.pgconf import parse_conf, render_conf
+
 log = logging.getLogger(__name__)
 
 #: Where Debian installs the server binaries, one directory per major version.
@@ -58,6 +75,24 @@ _MAX_SOCKET_PATH = 107                    # sun_path minus its NUL (PostgreSQL's
 # Not flushed to disk, but written to the OS at every commit: survives a crash (or kill)
 # of PostgreSQL, not one of the machine.
 _NOT_DURABLE = {"fsync": "off", "full_page_writes": "off"}
+
+#: Server settings of a mirrored instance (principal or mirror), on top of the others.
+REPLICATION_SETTINGS: Mapping[str, str] = {
+    "wal_level": "replica",
+    "max_wal_senders": "10",
+    "hot_standby": "on",
+    "synchronous_commit": "on",
+    "wal_log_hints": "on",                # pg_rewind needs it (or data checksums)
+    "full_page_writes": "on",             # pg_rewind needs it, even when not durable
+    "wal_keep_size": "512MB",             # WAL a returning partner rewinds or streams from
+    "wal_retrieve_retry_interval": "1s",  # a standby reconnects within a second
+    "wal_receiver_status_interval": "1s",
+    "wal_sender_timeout": "10s",
+    "wal_receiver_timeout": "10s",
+}
+
+_AUTO_CONF = "postgresql.auto.conf"
+_STANDBY_SIGNAL = "standby.signal"
 
 _HBA = """\
 # Written by Trimaran: trust on the local socket and on loopback (127.0.0.0/8) only.
@@ -105,12 +140,13 @@ class PgInstance:
 
     `durable=False` turns fsync off everywhere (initdb, single-user mode and the
     server): for tests only, a crash of the machine (not of PostgreSQL, which a test
-    may kill) may then lose data. `settings`
+    may kill) may then lose data. `mirrored=True` adds `REPLICATION_SETTINGS` (the
+    instance is, or will be, one of a mirrored pair). `settings`
     are extra server settings (``name -> value``) given at every start.
     """
 
     def __init__(self, data_dir: Path, host: str, port: int, *, bin_dir: Path | None = None,
-                 log_path: Path | None = None, durable: bool = True,
+                 log_path: Path | None = None, durable: bool = True, mirrored: bool = False,
                  settings: Mapping[str, str] | None = None) -> None:
         self.data_dir = Path(data_dir).absolute()
         self.host = host
@@ -119,6 +155,7 @@ class PgInstance:
         self.log_path = (Path(log_path).absolute() if log_path is not None
                          else self.data_dir.with_name(self.data_dir.name + ".log"))
         self.durable = durable
+        self.mirrored = mirrored
         self.settings = dict(settings or {})
 
     def __repr__(self) -> str:
@@ -147,7 +184,8 @@ class PgInstance:
         try:
             self._run([str(bins / "initdb"), "-D", str(self.data_dir), "-U", SUPERUSER,
                        "--auth-local=trust", "--auth-host=trust", "--encoding=UTF8",
-                       "--locale=C", *([] if self.durable else ["--no-sync"])],
+                       "--locale=C", *([] if self.durable else ["--no-sync"]),
+                       *(["--data-checksums"] if self.mirrored else [])],
                       what="initdb", timeout=120)
             self._write_owned(self.data_dir / "pg_hba.conf", _HBA)
             self._create_database(bins)
@@ -157,10 +195,13 @@ class PgInstance:
         log.info("postgres: initialised %s", self.data_dir)
         return True
 
-    def clone_from(self, host: str, port: int, *, timeout: float = 300.0) -> bool:
+    def clone_from(self, host: str, port: int, *, timeout: float = 300.0,
+                   application_name: str | None = None) -> bool:
         """Create the data directory as a copy of the running server at `host`:`port`
         (``pg_basebackup -R``): once started, this instance is a hot standby streaming
-        from it. False (doing nothing) when the data directory exists already."""
+        from it — as `application_name` when given (what the primary's
+        ``synchronous_standby_names`` names; see `configure_standby`). False (doing
+        nothing) when the data directory exists already."""
         bins = find_bin_dir(self.bin_dir)
         if self.initialized:
             return False
@@ -174,6 +215,8 @@ class PgInstance:
             self._wipe_data_dir()
             raise
         log.info("postgres: cloned %s:%d into %s", host, port, self.data_dir)
+        if application_name is not None:
+            self.configure_standby(host, port, application_name=application_name)
         return True
 
     def start(self, timeout: float = 30.0) -> None:
@@ -256,16 +299,145 @@ class PgInstance:
             return ""
         return "\n".join(text.splitlines()[-lines:])
 
+    # --- mirroring ----------------------------------------------------------------------
+
+    @property
+    def standby_configured(self) -> bool:
+        """True when the data directory is set up to start as a standby
+        (``standby.signal`` exists)."""
+        return (self.data_dir / _STANDBY_SIGNAL).exists()
+
+    def promote(self, timeout: float = 30.0) -> None:
+        """Turn the running standby into a primary (``pg_ctl promote``) and wait until it
+        accepts writes. `BackendError` when it is not running or not a standby."""
+        bins = find_bin_dir(self.bin_dir)
+        if not self.is_running():
+            raise BackendError(f"{self.data_dir} is not running: cannot promote it")
+        self._run([str(bins / "pg_ctl"), "promote", "-D", str(self.data_dir), "-w",
+                   "-t", str(max(1, math.ceil(timeout)))],
+                  what="pg_ctl promote", timeout=timeout + 10)
+        log.info("postgres: promoted %s", self.data_dir)
+
+    def rewind_from(self, host: str, port: int, *, timeout: float = 120.0) -> str:
+        """Make the stopped data directory a copy of the running server at `host`:`port`
+        that can follow it (``pg_rewind``): the blocks changed since the histories
+        diverged are copied back, and the files ``pg_rewind`` copies whole
+        (``postgresql.auto.conf`` among them) are the source's. A directory left by a
+        crash goes through crash recovery first (single-user mode, ``pg_rewind``'s
+        default). Returns the tool's output ("no rewind required" when nothing diverged);
+        `BackendError` when it fails — the directory may then be unusable: re-clone it
+        (`reclone_from`)."""
+        bins = find_bin_dir(self.bin_dir)
+        if self.is_running():
+            raise BackendError(f"{self.data_dir} is running: stop it before pg_rewind")
+        self._clear_stale_locks()
+        self._finish_crash_recovery(bins, timeout=timeout)
+        source = f"host={host} port={port} user={SUPERUSER} dbname={DATABASE}"
+        out = self._run([str(bins / "pg_rewind"), "--target-pgdata", str(self.data_dir),
+                         "--source-server", source, "--no-ensure-shutdown",
+                         *([] if self.durable else ["--no-sync"])],
+                        what="pg_rewind", timeout=timeout)
+        log.info("postgres: rewound %s from %s:%d", self.data_dir, host, port)
+        return out
+
+    def reclone_from(self, host: str, port: int, *, application_name: str | None = None,
+                     timeout: float = 300.0) -> None:
+        """Throw the data directory away and clone it again from the running server at
+        `host`:`port` (`clone_from`): the last resort of a returning partner that cannot
+        be rewound. Stops the instance first (immediately) when it runs."""
+        if self.is_running():
+            self.stop(mode="immediate")
+        log.warning("postgres: discarding %s to clone it again from %s:%d", self.data_dir,
+                    host, port)
+        self._wipe_data_dir()
+        self.clone_from(host, port, timeout=timeout, application_name=application_name)
+
+    def configure_standby(self, host: str, port: int, *, application_name: str) -> None:
+        """Set the stopped data directory up to start as a hot standby of `host`:`port`,
+        known to it as `application_name`: ``primary_conninfo`` in
+        ``postgresql.auto.conf`` and ``standby.signal``."""
+        if self.is_running():
+            raise BackendError(f"{self.data_dir} is running: stop it before configuring "
+                               "it as a standby")
+        if not re.fullmatch(r"[A-Za-z0-9_.\-]+", application_name):
+            raise ValueError(f"application name {application_name!r} must be letters, "
+                             "digits, '_', '.' or '-'")
+        conninfo = (f"host={host} port={port} user={SUPERUSER} "
+                    f"application_name={application_name}")
+        self.set_auto_conf({"primary_conninfo": conninfo, "primary_slot_name": None})
+        self._write_owned(self.data_dir / _STANDBY_SIGNAL, "")
+
+    def drop_standby_signal(self) -> None:
+        """Remove ``standby.signal``: the next start is not as a standby (unless it is
+        configured again). Nothing when there is none."""
+        (self.data_dir / _STANDBY_SIGNAL).unlink(missing_ok=True)
+
+    def auto_conf(self) -> dict[str, str]:
+        """The settings in ``postgresql.auto.conf`` (what ``ALTER SYSTEM`` wrote)."""
+        try:
+            return parse_conf((self.data_dir / _AUTO_CONF).read_text())
+        except FileNotFoundError:
+            return {}
+
+    def set_auto_conf(self, changes: Mapping[str, str | None]) -> None:
+        """Change ``postgresql.auto.conf`` of the stopped instance as ``ALTER SYSTEM SET``
+        (a value) or ``RESET`` (None) would; written atomically."""
+        if self.is_running():
+            raise BackendError(f"{self.data_dir} is running: use ALTER SYSTEM instead")
+        settings = self.auto_conf()
+        for name, value in changes.items():
+            if value is None:
+                settings.pop(name.lower(), None)
+            else:
+                settings[name.lower()] = value
+        lines = ["# Do not edit this file manually!",
+                 "# It will be overwritten by the ALTER SYSTEM command.",
+                 render_conf(settings)]
+        path = self.data_dir / _AUTO_CONF
+        temporary = path.with_name(_AUTO_CONF + ".trimaran")
+        self._write_owned(temporary, "\n".join(lines))
+        os.replace(temporary, path)
+
+    def cluster_state(self) -> str:
+        """The state ``pg_controldata`` reports ("in production", "shut down", "shut down
+        in recovery", "in crash recovery", ...); "" when it cannot be read."""
+        bins = find_bin_dir(self.bin_dir)
+        try:
+            out = self._run([str(bins / "pg_controldata"), "-D", str(self.data_dir)],
+                            what="pg_controldata", timeout=30)
+        except BackendError:
+            return ""
+        match = re.search(r"^Database cluster state:\s*(.+)$", out, re.MULTILINE)
+        return match.group(1).strip() if match else ""
+
+    def _finish_crash_recovery(self, bins: Path, *, timeout: float) -> None:
+        """Run crash recovery in single-user mode when the directory was not shut down
+        cleanly — with this instance's settings, so that ``wal_log_hints`` stays on
+        (``pg_rewind``'s own recovery run would turn it off and then refuse to work)."""
+        if self.cluster_state() in ("shut down", "shut down in recovery"):
+            return
+        self.drop_standby_signal()        # single-user mode cannot run as a standby
+        options = [arg for name, value in self._server_settings().items()
+                   if name not in ("listen_addresses", "unix_socket_directories")
+                   for arg in ("-c", f"{name}={value}")]
+        self._run([str(bins / "postgres"), "--single", "-D", str(self.data_dir), *options,
+                   "template1"], what="crash recovery", timeout=timeout, input="")
+        log.info("postgres: crash recovery of %s done (single-user mode)", self.data_dir)
+
     # --- helpers ------------------------------------------------------------------------
 
     def _server_settings(self) -> dict[str, str]:
         sockets = str(self.data_dir)
         if len(sockets) + len(f"/.s.PGSQL.{self.port}.lock") > _MAX_SOCKET_PATH:
             sockets = ""                  # too long for a Unix socket: TCP only
+        if self.mirrored:
+            sockets = ""                  # pg_rewind would try to copy a socket file
         settings = {"listen_addresses": self.host, "port": str(self.port),
                     "unix_socket_directories": sockets}
         if not self.durable:
             settings.update(_NOT_DURABLE)
+        if self.mirrored:
+            settings.update(REPLICATION_SETTINGS)
         settings.update(self.settings)
         return settings
 

@@ -11,9 +11,9 @@ import click
 
 from trimaran.backend.instance import BackendError
 from trimaran.cli.common import dir_option, echo_json, fail, json_option, open_rundir
+from trimaran.deploy.backends import start_backends, stop_backends
 from trimaran.deploy.database import databases_of, instance
 from trimaran.deploy.rundir import (
-    DatabaseState,
     DeploymentState,
     RunDir,
     ServerState,
@@ -39,12 +39,13 @@ START_TIMEOUT = 30.0
 
 
 def runnable(topology: Topology) -> list[ServerState]:
-    """The servers `up` starts; refuses roles this version cannot run yet."""
+    """The servers `up` starts (witnesses first); refuses roles not runnable yet."""
     servers = []
-    for pool in topology.pools:
-        if pool.role is not PoolRole.FRONTEND:
+    ordered = sorted(topology.pools, key=lambda p: p.role is not PoolRole.WITNESS)
+    for pool in ordered:
+        if pool.role not in (PoolRole.FRONTEND, PoolRole.WITNESS):
             fail(f"pool {pool.name}: {pool.role.value} pools cannot be run by this version "
-                 "yet (Front End pools can)")
+                 "yet (Front End and witness pools can)")
         for srv in pool.servers:
             servers.append(ServerState(srv.name, pool.name, pool.role.value, srv.address,
                                        srv.sip_port, srv.admin_port))
@@ -82,18 +83,19 @@ def start_deployment(file: str, run: RunDir, timeout: float) -> DeploymentState:
     state = DeploymentState(topology.name, {s.name: s for s in servers},
                             {d.name: d for d in databases})
     run.save_state(state)
-    for database in databases:
-        try:
-            db = instance(run, database)
-            db.initdb()
-            db.start(timeout=timeout)
-        except BackendError as exc:
-            stop_all(state)
-            stop_databases(run, state)
-            fail(f"back end {database.name} could not start: {exc}")
-    for server in servers:
-        run.secret(server.pool)
+    witnesses = [s for s in servers if s.role == PoolRole.WITNESS.value]
+    for server in witnesses:  # the agents of mirrored Back Ends ask them from the start
         start_server(run, server)
+    try:
+        start_backends(run, state, timeout)
+    except BackendError as exc:
+        stop_all(state)
+        stop_databases(run, state)
+        fail(f"the back end could not start: {exc}")
+    for server in servers:
+        if server not in witnesses:
+            run.secret(server.pool)
+            start_server(run, server)
     run.save_state(state)
     remember_rundir(run)
     failed = wait_healthy(servers, timeout)
@@ -143,64 +145,8 @@ def down(rundir: str | None) -> None:
 
 
 def stop_databases(run: RunDir, state: DeploymentState) -> None:
-    """Stop every Back End instance of the deployment (fast shutdown)."""
-    for database in state.databases.values():
-        db = instance(run, database)
-        if db.is_running():
-            try:
-                db.stop()
-            except BackendError:
-                db.kill()
-
-
-@click.group()
-def db() -> None:
-    """Act on a pool's Back End database."""
-
-
-def _database(rundir: str | None, pool: str) -> tuple[RunDir, DatabaseState]:
-    run = open_rundir(rundir)
-    state = run.load_state()
-    found = [d for d in state.databases.values() if d.pool == pool]
-    if not found:
-        fail(f"pool {pool!r} has no back end in this deployment")
-    return run, found[0]
-
-
-@db.command("stop")
-@click.argument("pool")
-@dir_option
-@click.option("--kill", "hard", is_flag=True, help="SIGKILL the postmaster (a crash)")
-def db_stop(pool: str, rundir: str | None, hard: bool) -> None:
-    """Stop (or kill) the pool's Back End principal."""
-    run, database = _database(rundir, pool)
-    db_instance = instance(run, database)
-    if not db_instance.is_running():
-        fail(f"the back end of pool {pool} is not running")
-    try:
-        if hard:
-            db_instance.kill()
-        else:
-            db_instance.stop()
-    except BackendError as exc:
-        fail(f"back end {database.name} could not be stopped: {exc}")
-    click.echo(f"back end {database.name} {'killed' if hard else 'stopped'}")
-
-
-@db.command("start")
-@click.argument("pool")
-@dir_option
-def db_start(pool: str, rundir: str | None) -> None:
-    """Start the pool's Back End principal again."""
-    run, database = _database(rundir, pool)
-    db_instance = instance(run, database)
-    if db_instance.is_running():
-        fail(f"the back end of pool {pool} is already running")
-    try:
-        db_instance.start(timeout=START_TIMEOUT)
-    except BackendError as exc:
-        fail(f"back end {database.name} could not start: {exc}")
-    click.echo(f"back end {database.name} started")
+    """Stop every Back End agent and instance of the deployment (fast shutdown)."""
+    stop_backends(run, state)
 
 
 def pool_summaries(topology: Topology, rows: list[dict[str, object]],
@@ -384,6 +330,24 @@ def server_start(name: str, rundir: str | None, timeout: float) -> None:
         fail(f"server {name} did not become healthy in {timeout:.0f}s:\n"
              f"{log_tail(run, name)}")
     click.echo(f"server {name} started (pid {srv.pid})")
+
+
+@click.command(hidden=True)
+@click.option("--db", "name", required=True, help="Back End instance name")
+@dir_option
+def agent(name: str, rundir: str | None) -> None:
+    """Run the mirroring agent beside one Back End instance (used by `up`)."""
+    from trimaran.backend.agent import run_agent
+    from trimaran.deploy.database import agent_config
+    from trimaran.deploy.serve import setup_logging
+
+    run = open_rundir(rundir)
+    state = run.load_state()
+    if name not in state.databases:
+        fail(f"no Back End instance named {name!r}")
+    setup_logging(f"{name}-agent")
+    config = agent_config(run, load_topology(run.topology), state.databases, name)
+    asyncio.run(run_agent(config))
 
 
 @click.command(hidden=True)

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import click
 
+from trimaran.cli.db import db
 from trimaran.cli.demo import demo
-from trimaran.cli.deploy import db, down, serve, server, status, up
+from trimaran.cli.deploy import agent, down, serve, server, status, up
 from trimaran.cli.topology import topology
 from trimaran.cli.users import user
 
@@ -19,7 +20,7 @@ def cli() -> None:
     """Trimaran: a SIP unified-communications server built for HA and DR."""
 
 
-for command in (topology, up, down, status, server, serve, db, user, demo):
+for command in (topology, up, down, status, server, serve, agent, db, user, demo):
     cli.add_command(command)
 
 

@@ -42,11 +42,14 @@ class ServerState:
 class DatabaseState:
     """A Back End PostgreSQL instance run for a pool (principal or mirror)."""
 
-    name: str          # "<pool>-principal" / "<pool>-mirror"
+    name: str          # "<pool>-principal" / "<pool>-mirror" (the role it started with)
     pool: str
     role: str
     address: str
     port: int
+    partner: str | None = None     # the other instance of a mirrored pair
+    agent_port: int | None = None  # its mirroring agent's admin API (mirrored pairs)
+    agent_pid: int | None = None
 
 
 @dataclass
@@ -85,6 +88,14 @@ class RunDir:
     def database_dir(self, name: str) -> Path:
         """The data directory of a Back End PostgreSQL instance."""
         return self.path / "db" / name
+
+    def agent_state(self, name: str) -> Path:
+        """The durable role/term file of a mirroring agent."""
+        return self.path / "db" / f"{name}.agent.json"
+
+    def witness_dir(self, name: str) -> Path:
+        """The durable records of a witness."""
+        return self.path / "witness" / name
 
     def create(self) -> None:
         """Create the directory tree."""

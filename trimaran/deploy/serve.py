@@ -9,6 +9,7 @@ import signal
 import sys
 import time
 
+from trimaran.backend.witness import run_witness
 from trimaran.deploy.database import pool_dsn
 from trimaran.deploy.rundir import RunDir
 from trimaran.roles.frontend.config import FrontEndConfig
@@ -97,6 +98,11 @@ async def serve(rundir: RunDir, name: str) -> int:
     except LookupError:
         log.error("the topology has no server named %s", name)
         return 1
+    if pool.role is PoolRole.WITNESS:
+        spec = Resolver(topology).server(name)
+        log.info("witness %s serving on %s:%s", name, spec.address, spec.admin_port)
+        await run_witness(rundir.witness_dir(name), spec.address, spec.admin_port)
+        return 0
     if pool.role is not PoolRole.FRONTEND:
         log.error("server %s: %s pools are not runnable by this version yet", name, pool.role)
         return 1
