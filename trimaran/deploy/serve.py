@@ -77,7 +77,8 @@ async def open_store(topology: Topology, rundir: RunDir, pool: Pool,
         await store.open()
         return store
     # Fail fast to resiliency mode (FE-7) rather than hold requests while the Back End is away.
-    store = PostgresStore(pool_dsn(topology, pool.name), pool=pool.name, retry_for=2.0)
+    store = PostgresStore(pool_dsn(topology, pool.name), pool=pool.name, retry_for=2.0,
+                          command_timeout=3.0)
     deadline = time.monotonic() + timeout
     while True:
         try:
