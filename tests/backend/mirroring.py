@@ -208,6 +208,10 @@ class Pair:
             link = Link(M_HOST, free_port(M_HOST), (pg.host, pg.port))
             await link.heal()
             self.links["b->pg"] = link
+            if self.witness_port is not None:      # and the principal's witness link
+                link = Link(P_HOST, free_port(P_HOST), ("127.0.0.1", self.witness_port))
+                await link.heal()
+                self.links["a->witness"] = link
             mirror = self.instances["b"]           # replication through the link too
             await asyncio.to_thread(mirror.stop)
             mirror.configure_standby(link.host, link.port, application_name="b")
@@ -242,15 +246,18 @@ class Pair:
             if node == "b":
                 pg = self.links["b->pg"]
                 partner_host, partner_port = pg.host, pg.port
+        witness_url = None if self.witness_port is None \
+            else f"http://127.0.0.1:{self.witness_port}"
+        if node == "a" and "a->witness" in self.links:
+            link = self.links["a->witness"]
+            witness_url = f"http://{link.host}:{link.port}"
         return AgentConfig(
             backend=BACKEND, node=node, initial_role=Role.PRINCIPAL if node == "a"
             else Role.MIRROR, instance=self.instances[node], partner=other,
             partner_host=partner_host, partner_port=partner_port, partner_url=partner_url,
             state_path=self.base / node / "agent.json", host=self.instances[node].host,
             port=self.api_ports[node],
-            witness_url=None if self.witness_port is None
-            else f"http://127.0.0.1:{self.witness_port}",
-            policy=self.policy, tick=self.tick, timeouts=self.timeouts,
+            witness_url=witness_url, policy=self.policy, tick=self.tick, timeouts=self.timeouts,
             request_timeout=min(1.0, self.timeouts.unreachable_after / 2))
 
     async def start_agent(self, node: str) -> Agent:

@@ -176,6 +176,36 @@ async def test_partners_cut_off_from_each_other_but_seeing_the_witness_do_not_fa
         assert set(writer.acked) <= await _numbers(pair, "b")
 
 
+async def test_principal_cut_off_from_mirror_and_witness_is_fenced_and_replaced(
+        ) -> None:
+    """BE-3: the principal loses both its mirror and the witness (every link from it
+    cut: agent to agent both ways, the replication stream, its witness link). It must
+    stop accepting writes; the mirror, with the witness's vote, takes over in a higher
+    term; a write sent straight to the old principal is refused (no split brain);
+    healed, the old principal rejoins as the synchronous mirror."""
+    async with mirrored_pair(partner_links=True) as pair:
+        await wait_for(lambda: pair.steady("a", 1), 15, "a principal, b synchronous")
+        writer = Writer(pair.dsn)
+        writer.start()
+        await wait_for(lambda: len(writer.acked) > 20, 10, "writes flowing")
+        for link in pair.links.values():
+            await link.cut()
+        cut_at = time.monotonic()
+        await wait_for(lambda: pair.status("b")["role"] == "principal"
+                       and pair.status("b")["serving"], 15, "b promoted")
+        assert pair.status("b")["term"] == 2
+        await wait_for(lambda: pair.status("a")["instance"]["read_only"], 10, "a fenced")
+        with pytest.raises(asyncpg.exceptions.ReadOnlySQLTransactionError):
+            await fetch(pair.instances["a"].dsn, "INSERT INTO numbers VALUES (-1)")
+        await wait_for(lambda: writer.acked_after(cut_at) is not None, 10, "writes go on, on b")
+        for link in pair.links.values():
+            await link.heal()
+        await wait_for(lambda: pair.steady("b", 2), 30, "a back as b's synchronous mirror")
+        await writer.stop()
+        assert set(writer.acked) <= await _numbers(pair, "b")
+        assert -1 not in await _numbers(pair, "b")
+
+
 async def test_planned_failover_and_back_under_write_load_lose_nothing() -> None:
     """BE-4: a planned failover to the mirror and back, while a writer writes: each
     call returns once done, says no data was lost, and no write fails (beyond the
