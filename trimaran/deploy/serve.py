@@ -77,8 +77,9 @@ async def open_store(topology: Topology, rundir: RunDir, pool: Pool,
         await store.open()
         return store
     # Fail fast to resiliency mode (FE-7) rather than hold requests while the Back End is away.
+    # A hung host (frozen, cut off) costs at most connect_timeout before the next one.
     store = PostgresStore(pool_dsn(topology, pool.name), pool=pool.name, retry_for=2.0,
-                          command_timeout=3.0)
+                          command_timeout=3.0, connect_timeout=1.5)
     deadline = time.monotonic() + timeout
     while True:
         try:
