@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 import time
 from pathlib import Path
 
@@ -82,10 +83,11 @@ def demo(rundir: str, file: str, script: bool) -> None:
                  f"(logs in {run.path / 'logs'})")
     alice = USERS["alice"]
     first = state.servers["se1"]
+    command = "trimaran" if shutil.which("trimaran") else "./run trimaran"
     click.echo(f"""
 The deployment keeps running. Point a SIP client (e.g. baresip, linphone) at it:
   registrar / outbound proxy : {first.address}:{first.sip_port} (UDP or TCP)
   domain / digest realm      : {DOMAIN}
   user                       : alice@{DOMAIN}   password {alice[1]}
-Status:  trimaran status --dir {run.path}
-Stop:    trimaran down --dir {run.path}""")
+Status:  {command} status --dir {run.path}
+Stop:    {command} down --dir {run.path}""")
