@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import click
 
+from trimaran import __version__
 from trimaran.cli.db import db
 from trimaran.cli.demo import demo
 from trimaran.cli.deploy import agent, down, serve, server, status, up
@@ -15,7 +16,7 @@ from trimaran.cli.users import user
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option("0.1.0", prog_name="trimaran")
+@click.version_option(__version__, prog_name="trimaran")
 def cli() -> None:
     """Trimaran: a SIP unified-communications server built for HA and DR."""
 

@@ -24,6 +24,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
+from trimaran import __version__
 from trimaran.admin.http import AdminContext, AdminServer
 from trimaran.admin.metrics import Metrics
 from trimaran.client.ua import uri_address
@@ -52,7 +53,7 @@ from trimaran.store.model import Binding, Heartbeat
 
 log = logging.getLogger(__name__)
 
-VERSION = "0.2.0"
+VERSION = __version__
 ALLOW = "REGISTER, INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE, SUBSCRIBE, NOTIFY, PUBLISH, " \
         "UPDATE, INFO, REFER"
 MODE_HEADER = "X-Trimaran-Mode"
