@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import hmac
 import logging
 import time
@@ -33,7 +32,8 @@ from trimaran.net.transport import Address, Flow, TransportConfig, TransportErro
 from trimaran.roles.frontend.authn import RequestAuthenticator
 from trimaran.roles.frontend.cache import BindingCache
 from trimaran.roles.frontend.config import FrontEndConfig
-from trimaran.roles.frontend.pool import Peer, PoolMembership
+from trimaran.roles.frontend.peers import PEER_EVENT, PeerLink
+from trimaran.roles.frontend.pool import PoolMembership
 from trimaran.roles.frontend.presence import PresenceService
 from trimaran.roles.frontend.proxy import Proxy, Target
 from trimaran.roles.frontend.registrar import (
@@ -57,7 +57,6 @@ VERSION = __version__
 ALLOW = "REGISTER, INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE, SUBSCRIBE, NOTIFY, PUBLISH, " \
         "UPDATE, INFO, REFER"
 MODE_HEADER = "X-Trimaran-Mode"
-PEER_EVENT = "x-trimaran-presence"  # pool-internal: a presentity's state changed
 RETRY_AFTER = "5"
 Handler = Callable[["FrontEndServer", IncomingRequest], Awaitable[None]]
 
@@ -88,13 +87,14 @@ class FrontEndServer:
             self.endpoint, store, server=config.server, wall_clock=wall_clock,
             default_expires=config.presence_expires, min_expires=config.min_expires,
             max_expires=config.max_expires, reach=self._reach_flow)
-        self.presence.on_change = self._broadcast_presence
+        self.peers = PeerLink(self)
+        self.presence.on_change = self.peers.broadcast_presence
         self.membership: PoolMembership | None = None
         if config.peers:
             self.membership = PoolMembership(
                 config.server, config.pool, list(config.peers), store,
                 detection=config.failure_detection, heartbeat_interval=config.heartbeat_interval,
-                wall_clock=wall_clock, monotonic=monotonic, ping=self._ping_peer)
+                wall_clock=wall_clock, monotonic=monotonic, ping=self.peers.ping)
         self.admin = AdminServer(AdminContext(
             server=config.server, role="frontend", pool=config.pool, realm=config.domain,
             store=store, status=self.status, health=self.health, metrics=self.metrics,
@@ -484,44 +484,13 @@ class FrontEndServer:
                 not request.to.tag and self._is_this_server(request.uri):
             presentity = request.headers.get("X-Trimaran-Presentity") or ""
             token = request.headers.get("X-Trimaran-Token") or ""
-            if not hmac.compare_digest(token, self._peer_token(presentity)):
+            if not hmac.compare_digest(token, self.peers.token(presentity)):
                 self.reply(incoming, 403, "Not a server of this pool")
                 return
             self.reply(incoming, 200)
             self.presence.schedule_notify(presentity, local_only=True)
             return
         await self._route_in_dialog(incoming)
-
-    def _peer_token(self, presentity: str) -> str:
-        mac = hmac.new(self.config.secret, f"presence|{presentity}".encode(), hashlib.sha256)
-        return mac.hexdigest()[:32]
-
-    def _broadcast_presence(self, presentity: str) -> None:
-        """Tell every live peer that `presentity`'s presence changed (their watchers)."""
-        if self.membership is None:
-            return
-        for peer in self.membership.alive_peers():
-            self.spawn(self._signal_peer(peer, presentity))
-
-    async def _signal_peer(self, peer: Peer, presentity: str) -> None:
-        request = self._peer_request("NOTIFY", peer)
-        request.headers.add("Event", PEER_EVENT)
-        request.headers.add("X-Trimaran-Presentity", presentity)
-        request.headers.add("X-Trimaran-Token", self._peer_token(presentity))
-        response = await self.endpoint.request(request, Address("tcp", peer.host,
-                                                                peer.sip_port))
-        if response.status != 200:
-            log.info("presence signal to %s got %s", peer.name, response.status)
-
-    def _peer_request(self, method: str, peer: Peer, transport: str = "tcp") -> Request:
-        host, port = self.sip_address
-        return Request(method, URI("sip", None, None, peer.host, peer.sip_port),
-                       Headers([("Via", self.endpoint.via(transport)), ("Max-Forwards", "70"),
-                                ("From", f"<sip:{self.config.server}@{host}:{port}>;"
-                                         f"tag={new_tag()}"),
-                                ("To", f"<sip:{peer.host}:{peer.sip_port}>"),
-                                ("Call-ID", f"{method.lower()}-{new_tag()}@{host}"),
-                                ("CSeq", f"1 {method}")]))
 
     async def _handle_refer(self, incoming: IncomingRequest) -> None:
         await self._route_in_dialog(incoming)
@@ -630,7 +599,7 @@ class FrontEndServer:
                     await self._rejoin()
                 elif decision.action == "declare-dead":
                     self.cache.forget_server(decision.server)
-                    self.spawn(self._abandon_peer(decision.server))
+                    self.spawn(self.peers.abandon(decision.server))
             await asyncio.sleep(self.config.heartbeat_interval)
 
     async def _housekeeping_loop(self) -> None:
@@ -658,14 +627,6 @@ class FrontEndServer:
         await self.presence.expire()
         self.metrics.set_active_subscriptions(len(self.presence.watches))
 
-    async def _abandon_peer(self, name: str) -> None:
-        """A peer was declared dead: requests waiting on it fail now, and are retried on
-        the users' fresh bindings, instead of waiting for Timer B/F."""
-        assert self.membership is not None
-        peer = self.membership.peers[name]
-        for flow in self.endpoint.transport.flows_to(peer.host, peer.sip_port):
-            await self.endpoint.transport.close_flow(flow, drain_timeout=0.1)
-
     async def _write_back(self, now: float) -> None:
         """Registrations accepted in resiliency mode go to the store once it is back."""
         for aor in sorted(self.cache.dirty):
@@ -689,16 +650,6 @@ class FrontEndServer:
                 await self.endpoint.transport.close_flow(flow, drain_timeout=0.5)
         with contextlib.suppress(StoreUnavailable):
             await self.store.bindings.purge_server(self.config.server)
-
-    async def _ping_peer(self, peer: Peer, timeout: float) -> bool:
-        request = self._peer_request("OPTIONS", peer, "udp")
-        try:
-            response = await asyncio.wait_for(
-                self.endpoint.request(request, Address("udp", peer.host, peer.sip_port)),
-                timeout)
-        except TimeoutError:
-            return False
-        return response.status == 200
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run `coro` in the background, keeping a reference."""
