@@ -21,10 +21,14 @@ import argparse
 import datetime
 import os
 import platform
+import sys
 import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import cpu_model
 
 from trimaran.sip.message import Message
 from trimaran.sip.parser import parse_message
@@ -115,18 +119,6 @@ def rate(call: Callable[[], object], runs: int, target: float) -> float:
         n *= 2
     n = max(1, int(n * target / elapsed))
     return max(n / timed(call, n) for _ in range(runs))
-
-
-def cpu_model() -> str:
-    """The CPU model name from /proc/cpuinfo, or what `platform` knows."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as info:
-            for line in info:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
 
 
 def machine() -> list[tuple[str, str]]:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import urllib.error
-import urllib.request
 
 import click
 
@@ -12,6 +10,7 @@ from trimaran.backend.instance import BackendError
 from trimaran.cli.common import dir_option, echo_json, fail, json_option, open_rundir
 from trimaran.deploy.database import agent_url, instance
 from trimaran.deploy.rundir import DatabaseState, RunDir
+from trimaran.deploy.supervisor import request_json
 
 START_TIMEOUT = 30.0
 
@@ -31,20 +30,7 @@ def _databases(rundir: str | None, pool: str) -> tuple[RunDir, list[DatabaseStat
 
 def _agent(database: DatabaseState, path: str, body: dict[str, object] | None = None,
            timeout: float = 2.0) -> tuple[int, dict[str, object] | None]:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(agent_url(database) + path, data=data,
-                                     method="POST" if body is not None else "GET",
-                                     headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        try:
-            return exc.code, json.loads(exc.read())
-        except ValueError:
-            return exc.code, None
-    except (urllib.error.URLError, OSError, ValueError):
-        return 0, None
+    return request_json(agent_url(database) + path, body, timeout)
 
 
 @db.command("status")

@@ -154,6 +154,8 @@ def pool_summaries(topology: Topology, rows: list[dict[str, object]],
     """Per pool: users, servers up, and what one more failure would mean (FE-6)."""
     out: list[dict[str, object]] = []
     for pool in topology.pools:
+        if pool.role is not PoolRole.FRONTEND:
+            continue
         members = [r for r in rows if r["pool"] == pool.name]
         up = [r for r in members if r["healthy"]]
         registered = sum(_bindings_of(r) for r in up)

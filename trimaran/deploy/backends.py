@@ -9,14 +9,12 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 
 from trimaran.backend.instance import BackendError
 from trimaran.backend.pair import create_pair
 from trimaran.deploy.database import instance
 from trimaran.deploy.rundir import DatabaseState, DeploymentState, RunDir
-from trimaran.deploy.supervisor import pid_alive
+from trimaran.deploy.supervisor import pid_alive, request_json
 
 
 def start_backends(run: RunDir, state: DeploymentState, timeout: float) -> None:
@@ -67,11 +65,7 @@ def start_agent(run: RunDir, database: DatabaseState) -> int:
 def agent_healthy(database: DatabaseState) -> bool:
     """True when the agent's admin API answers /health."""
     url = f"http://{database.address}:{database.agent_port}/health"
-    try:
-        with urllib.request.urlopen(url, timeout=0.5) as response:
-            return bool(response.status == 200)
-    except (urllib.error.URLError, OSError):
-        return False
+    return request_json(url, timeout=0.5)[0] == 200
 
 
 def stop_backends(run: RunDir, state: DeploymentState) -> None:

@@ -62,27 +62,39 @@ def health(server: ServerState, timeout: float = 1.0) -> tuple[bool, str]:
         return False, str(getattr(exc, "reason", exc))
 
 
-def fetch_json(server: ServerState, path: str, timeout: float = 1.0) -> dict[str, object] | None:
-    """GET a JSON document from the server's admin API, None when unreachable."""
-    url = f"http://{server.address}:{server.admin_port}{path}"
+def request_json(url: str, body: dict[str, object] | None = None,
+                 timeout: float = 1.0) -> tuple[int, dict[str, object] | None]:
+    """GET (or POST `body` as JSON) an admin URL: (HTTP status, JSON object or None);
+    status 0 when nothing answered."""
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method="POST" if data is not None else "GET",
+                                     headers={"Content-Type": "application/json"})
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            value = json.loads(response.read())
-            return value if isinstance(value, dict) else None
-    except (urllib.error.URLError, OSError, ValueError):
-        return None
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # loopback only
+            status, raw = response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        status, raw = exc.code, exc.read()
+    except (urllib.error.URLError, OSError):
+        return 0, None
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return status, None
+    return status, value if isinstance(value, dict) else None
+
+
+def fetch_json(server: ServerState, path: str, timeout: float = 1.0) -> dict[str, object] | None:
+    """GET a JSON document from the server's admin API, None when unreachable or refused."""
+    status, value = request_json(f"http://{server.address}:{server.admin_port}{path}",
+                                 timeout=timeout)
+    return value if status == 200 else None
 
 
 def post_json(server: ServerState, path: str, timeout: float = 5.0) -> dict[str, object] | None:
     """POST to the server's admin API; the JSON answer, None when refused/unreachable."""
-    url = f"http://{server.address}:{server.admin_port}{path}"
-    request = urllib.request.Request(url, data=b"", method="POST")
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            value = json.loads(response.read())
-            return value if isinstance(value, dict) else None
-    except (urllib.error.URLError, OSError, ValueError):
-        return None
+    status, value = request_json(f"http://{server.address}:{server.admin_port}{path}", {},
+                                 timeout=timeout)
+    return value if status == 200 else None
 
 
 def wait_healthy(servers: Iterable[ServerState], timeout: float) -> list[str]:
