@@ -9,10 +9,12 @@ Contracts that hold for every backend:
   caller may acknowledge it to a client (SPEC BE-1: nothing acknowledged is lost).
 * **Atomicity.** Each method is one transaction. Writes of user or conference
   data (`users`, `credentials`, `contacts`, `presence-rules`, persistent
-  `presence`, `meeting`) append exactly one `Change` per changed key to the
-  change log in that same transaction, so the log and the data never disagree
-  (the Backup Service ships the log). Bindings, subscriptions, heartbeats and
-  non-persistent publications are not logged: clients re-create them.
+  `presence`, `meeting`, `meeting-content`) and of the CMS (`cms`) append exactly
+  one `Change` per changed key to the change log in that same transaction, so the
+  log and the data never disagree (the Backup Service ships the log). Bindings,
+  subscriptions, heartbeats and non-persistent publications are not logged:
+  clients re-create them. Changes applied by the Backup Service
+  (`BackupRepository.apply`) are not logged either: they are the paired pool's.
 * **Time.** Methods that need the time take `now` (epoch seconds); the store
   never reads the clock.
 * **Errors.** `StoreUnavailable` (retryable: the database is away) and
@@ -22,15 +24,18 @@ Contracts that hold for every backend:
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from trimaran.store.model import (
+    BackupProgress,
     Binding,
     Change,
+    CmsDocument,
     ContactList,
     Credentials,
     Heartbeat,
     Meeting,
+    MeetingContent,
     PresenceRule,
     Publication,
     Subscription,
@@ -198,7 +203,23 @@ class MeetingRepository(abc.ABC):
 
     @abc.abstractmethod
     async def remove(self, meeting_id: str, *, now: float) -> None:
-        """Delete a meeting; `NotFound` if absent."""
+        """Delete a meeting and its content references; `NotFound` if absent."""
+
+    @abc.abstractmethod
+    async def attach(self, meeting_id: str, name: str, data: bytes, *,
+                     now: float) -> MeetingContent:
+        """Store `data` as the meeting's file `name` (replacing one of that name): the
+        bytes under their SHA-256 (kept once however often attached), the reference
+        logged under `meeting-content` with key "<meeting_id>/<name>". `NotFound` if
+        the meeting is absent."""
+
+    @abc.abstractmethod
+    async def contents(self, meeting_id: str) -> list[MeetingContent]:
+        """The meeting's file references, by name."""
+
+    @abc.abstractmethod
+    async def blob(self, sha256: str) -> bytes | None:
+        """The bytes stored under `sha256`, or None."""
 
 
 class HeartbeatRepository(abc.ABC):
@@ -224,6 +245,74 @@ class ChangeLog(abc.ABC):
     async def last_seq(self) -> int:
         """The highest sequence number written (0 when empty)."""
 
+    @abc.abstractmethod
+    async def summary(self, after: int) -> dict[str, tuple[int, int, float]]:
+        """Per category with changes: (last seq overall, how many have seq > `after`,
+        the `at` of the oldest of those, or 0.0 when none) — backup status per category."""
+
+
+class CmsRepository(abc.ABC):
+    """The central management store's documents (DESIGN §3 "CMS"). Every write bumps
+    the CMS version (max over all documents + 1) and is logged under `cms`."""
+
+    @abc.abstractmethod
+    async def get(self, key: str) -> CmsDocument | None:
+        """The document, or None."""
+
+    @abc.abstractmethod
+    async def all(self) -> list[CmsDocument]:
+        """Every document, ordered by key."""
+
+    @abc.abstractmethod
+    async def version(self) -> int:
+        """The CMS version: the highest document version (0 when empty)."""
+
+    @abc.abstractmethod
+    async def put(self, key: str, body: str, *, now: float,
+                  expect_version: int | None = None, check: bool = False) -> CmsDocument:
+        """Write a document at the next CMS version and return it. With `check`, the
+        document's current version must equal `expect_version` (None: must not exist),
+        else `Conflict` (compare-and-set for failover state transitions)."""
+
+    @abc.abstractmethod
+    async def remove(self, key: str, *, now: float) -> None:
+        """Delete a document (bumps the version); no error if absent."""
+
+
+class BackupRepository(abc.ABC):
+    """The receiving side of the Backup Service: the paired pool's changes applied
+    here, idempotently, with the progress per source pool (DR-2)."""
+
+    @abc.abstractmethod
+    async def apply(self, source: str, changes: Sequence[Change], *, now: float,
+                    blobs: Mapping[str, bytes] | None = None) -> BackupProgress:
+        """In one transaction: apply, in order, the changes of `source`'s log whose seq
+        is above the recorded progress (others are skipped: re-delivery is harmless),
+        without logging them; store `blobs` (sha256 hex -> bytes; `Conflict` when a
+        blob's digest differs or a `meeting-content` put references a blob neither
+        given nor stored); record the new progress. Changes must be `source`'s and in
+        increasing seq order (`Conflict` otherwise); a malformed payload is a
+        `CodecError` and nothing is applied. Returns the progress after the batch."""
+
+    @abc.abstractmethod
+    async def progress(self, source: str) -> BackupProgress:
+        """How far `source`'s log has been applied here (seq 0 when never)."""
+
+    @abc.abstractmethod
+    async def reset(self, source: str, seq: int, *, now: float) -> BackupProgress:
+        """Set the progress of `source` to `seq` (failback skips a fenced pool's tail
+        that was never shipped; a rebuilt pool starts again from 0)."""
+
+    @abc.abstractmethod
+    async def export(self, category: str, key: str) -> Change:
+        """The current value of (category, key) here as a change: a `put` with the
+        encoded record, or a `delete` when absent (seq 0, this pool, at 0.0)."""
+
+    @abc.abstractmethod
+    async def keys(self, category: str, pool: str) -> list[str]:
+        """The keys of `category` that belong to users homed on `pool` (for a
+        failback's reconciliation and `backup sync --category`)."""
+
 
 class Store(abc.ABC):
     """One pool's store: the repositories over one database."""
@@ -235,6 +324,8 @@ class Store(abc.ABC):
     meetings: MeetingRepository
     heartbeats: HeartbeatRepository
     changes: ChangeLog
+    cms: CmsRepository
+    backup: BackupRepository
 
     @abc.abstractmethod
     async def open(self) -> None:

@@ -158,9 +158,43 @@ class Change:
 
     seq: int
     pool: str
-    # category: "user" | "credentials" | "contacts" | "presence-rules" | "presence" | "meeting"
+    # category: "user" | "credentials" | "contacts" | "presence-rules" | "presence" |
+    # "meeting" | "meeting-content" | "cms"
     category: str
     key: str
     op: str            # "put" | "delete"
     payload: str       # JSON of the new value ("" for delete)
     at: float
+
+
+@dataclass(frozen=True, slots=True)
+class MeetingContent:
+    """A file attached to a meeting, by reference: the bytes are stored once, under
+    their SHA-256 (content-addressed), and shipped only where they are missing."""
+
+    meeting_id: str
+    name: str
+    sha256: str          # hex digest of the bytes
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class CmsDocument:
+    """One document of the central management store (topology, settings, per-pool
+    failover state, the master locator). `version` is the CMS version (a counter over
+    the whole CMS) at which the document was last written."""
+
+    key: str
+    body: str            # JSON (or YAML for the topology) text
+    version: int
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class BackupProgress:
+    """How far the Backup Service has applied one source pool's change log here."""
+
+    source: str
+    seq: int             # the last applied change's sequence number (0: none yet)
+    change_at: float     # when that change was written on the source (0.0: none)
+    applied_at: float    # when it was applied here (0.0: never)
