@@ -11,6 +11,10 @@ Endpoints (every error is JSON ``{"error": "..."}``):
                                                        PUT answers 201 (the list was empty)
                                                        or 200 with {owner, groups, contacts}
 ``GET /admin/contacts/{aor}``                          any user's contact list as JSON
+``PUT|GET /conf/meetings/{id}``                        a meeting (JSON {subject, attendees,
+                                                       expires_at}); HTTP Digest, organizer
+``PUT /conf/meetings/{id}/content/{name}``             a file of the meeting (bytes, stored
+                                                       content-addressed; ≤ 4 MiB)
 =====================================================  ======================================
 
 ``/status``, ``/metrics`` and ``/admin/*`` need ``Authorization: Bearer <token>`` when
@@ -26,6 +30,7 @@ import asyncio
 import hmac
 import json
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -36,6 +41,7 @@ from multidict import CIMultiDict
 
 from trimaran.admin.httpauth import HttpDigestAuth
 from trimaran.admin.metrics import Metrics
+from trimaran.admin.peerauth import PeerAuthError
 from trimaran.admin.resource_lists import (
     CONTENT_TYPE,
     ResourceListsError,
@@ -45,12 +51,14 @@ from trimaran.admin.resource_lists import (
 from trimaran.sip.errors import SipParseError
 from trimaran.sip.uri import URI
 from trimaran.store.base import Conflict, NotFound, Store, StoreError, StoreUnavailable
-from trimaran.store.model import ContactList
+from trimaran.store.model import ContactList, Meeting
 
 log = logging.getLogger(__name__)
 
 #: Largest request body accepted (413 beyond).
 MAX_BODY_BYTES = 256 * 1024
+#: Largest body of a server-to-server call (a Backup Service batch with file content).
+MAX_PEER_BODY_BYTES = 8 * 1024 * 1024
 #: Retry-After (seconds) sent with 503 when the store is unavailable.
 STORE_RETRY_AFTER = 5
 #: How long close() lets in-flight requests finish before cancelling them.
@@ -60,7 +68,14 @@ ACCEPTED_PUT_TYPES = frozenset({CONTENT_TYPE, "application/xml"})
 
 XCAP_PATH = "/xcap/resource-lists/users/{aor}/index"
 ADMIN_CONTACTS_PATH = "/admin/contacts/{aor}"
+MEETING_PATH = "/conf/meetings/{id}"
+MEETING_CONTENT_PATH = "/conf/meetings/{id}/content/{name}"
+#: Largest meeting content file.
+MAX_CONTENT_BYTES = 4 * 1024 * 1024
 _BEARER_CHALLENGE = 'Bearer realm="trimaran-admin"'
+
+
+Route = tuple[str, str, tuple[tuple[str, Handler], ...]]
 
 
 @dataclass(frozen=True)
@@ -82,6 +97,11 @@ class AdminContext:
     admin_token: str | None = None
     # POST /admin/drain: stop new sign-ins and move the clients away (FE-5).
     on_drain: Callable[[], Awaitable[dict[str, object]]] | None = None
+    # More endpoints (Backup Service, CMS, conferencing): (path, name, ((method, handler),)).
+    routes: tuple[Route, ...] = ()
+    # Who may change `aor`'s data here (homing, pool failover state): None when this
+    # server's pool serves the user with full rights; else an `HttpError` to raise.
+    write_check: Callable[[str], Awaitable[None]] | None = None
 
 
 class HttpError(Exception):
@@ -120,7 +140,7 @@ def _from_aiohttp(exc: web.HTTPException, request: web.Request) -> web.Response:
         return _error(405, f"method {request.method} not allowed on {request.path} "
                            f"(allowed: {allowed})", (("Allow", allowed),))
     if isinstance(exc, web.HTTPRequestEntityTooLarge):
-        return _error(413, f"request body larger than {MAX_BODY_BYTES} bytes")
+        return _error(413, f"request body larger than {MAX_PEER_BODY_BYTES} bytes")
     return _error(exc.status, exc.reason)
 
 
@@ -196,15 +216,17 @@ class AdminServer:
     # -- application -------------------------------------------------------------------
 
     def _make_app(self) -> web.Application:
-        app = web.Application(middlewares=[self._boundary], client_max_size=MAX_BODY_BYTES)
-        routes: tuple[tuple[str, str, tuple[tuple[str, Handler], ...]], ...] = (
+        app = web.Application(middlewares=[self._boundary], client_max_size=MAX_PEER_BODY_BYTES)
+        routes: tuple[Route, ...] = (
             ("/health", "health", (("GET", self._health), ("HEAD", self._health))),
             ("/status", "status", (("GET", self._status),)),
             ("/metrics", "metrics", (("GET", self._metrics),)),
             (XCAP_PATH, "xcap", (("GET", self._xcap_get), ("PUT", self._xcap_put))),
             (ADMIN_CONTACTS_PATH, "admin", (("GET", self._admin_contacts),)),
             ("/admin/drain", "admin-drain", (("POST", self._admin_drain),)),
-        )
+            (MEETING_PATH, "meeting", (("GET", self._meeting_get), ("PUT", self._meeting_put))),
+            (MEETING_CONTENT_PATH, "meeting-content", (("PUT", self._meeting_content_put),)),
+            *self._ctx.routes)
         for path, name, handlers in routes:
             resource = app.router.add_resource(path, name=name)
             for method, handler in handlers:
@@ -218,6 +240,10 @@ class AdminServer:
             response = await handler(request)
         except HttpError as exc:
             response = _error(exc.status, exc.message, exc.headers)
+        except PeerAuthError as exc:
+            log.warning("admin %s %s: peer authentication failed: %s", request.method,
+                        request.path, exc)
+            response = _error(403, f"peer authentication failed: {exc}")
         except ResourceListsError as exc:
             response = _error(exc.status, exc.message)
         except web.HTTPException as exc:
@@ -255,17 +281,21 @@ class AdminServer:
 
     async def _authenticate_owner(self, request: web.Request, owner: str) -> None:
         """HTTP Digest (RFC 7616); the authenticated user must be `owner`."""
+        aor = await self._authenticated_user(request)
+        if aor != owner:
+            raise HttpError(403, f"{aor} may not access the data of {owner}")
+
+    async def _authenticated_user(self, request: web.Request) -> str:
+        """The user authenticated by HTTP Digest (RFC 7616), else 401/4xx."""
         outcome = await self._auth.authenticate(
             request.headers.get("Authorization"), method=request.method,
             target=request.raw_path)
         if outcome.status == 401:
-            challenges = tuple(("WWW-Authenticate", c)
-                               for c in self._auth.challenges(stale=outcome.stale))
-            raise HttpError(401, outcome.reason, challenges)
-        if outcome.status != 200:
+            raise HttpError(401, outcome.reason, tuple(
+                ("WWW-Authenticate", c) for c in self._auth.challenges(stale=outcome.stale)))
+        if outcome.status != 200 or outcome.aor is None:
             raise HttpError(outcome.status, outcome.reason)
-        if outcome.aor != owner:
-            raise HttpError(403, f"{outcome.aor} may not access the contact list of {owner}")
+        return outcome.aor
 
     # -- handlers ----------------------------------------------------------------------
 
@@ -308,6 +338,8 @@ class AdminServer:
             raise HttpError(415, f"content type must be {CONTENT_TYPE}, "
                                  f"not {request.content_type or 'none'}")
         contact_list = parse_resource_lists(await _read_body(request), owner)
+        if self._ctx.write_check is not None:
+            await self._ctx.write_check(owner)
         previous = await self._ctx.store.contacts.get(owner)
         await self._ctx.store.contacts.put(contact_list, now=self._ctx.wall_clock())
         log.info("contact list of %s replaced: %d groups, %d contacts", owner,
@@ -336,11 +368,87 @@ class AdminServer:
         return _json(_contact_list_json(contact_list), headers=(("Cache-Control", "no-store"),))
 
 
+    async def _meeting_get(self, request: web.Request) -> web.Response:
+        meeting = await self._ctx.store.meetings.get(_meeting_id(request))
+        if meeting is None:
+            raise HttpError(404, "no such meeting")
+        await self._authenticate_owner(request, meeting.organizer)
+        contents = await self._ctx.store.meetings.contents(meeting.id)
+        return _json({"id": meeting.id, "organizer": meeting.organizer,
+                      "subject": meeting.subject, "attendees": list(meeting.attendees),
+                      "expires_at": meeting.expires_at, "created_at": meeting.created_at,
+                      "content": [{"name": c.name, "sha256": c.sha256, "size": c.size}
+                                  for c in contents]}, headers=(("Cache-Control", "no-store"),))
+
+    async def _meeting_put(self, request: web.Request) -> web.Response:
+        """Schedule or change a meeting; the authenticated user is its organizer (APP-7)."""
+        meeting_id = _meeting_id(request)
+        organizer = await self._authenticated_user(request)
+        existing = await self._ctx.store.meetings.get(meeting_id)
+        if existing is not None and existing.organizer != organizer:
+            raise HttpError(403, f"meeting {meeting_id} is organized by {existing.organizer}")
+        meeting = _meeting_of(meeting_id, organizer, await _read_body(request),
+                              existing.created_at if existing else self._ctx.wall_clock())
+        if self._ctx.write_check is not None:
+            await self._ctx.write_check(organizer)
+        await self._ctx.store.meetings.put(meeting, now=self._ctx.wall_clock())
+        return _json({"id": meeting.id, "organizer": organizer}, 200 if existing else 201)
+
+    async def _meeting_content_put(self, request: web.Request) -> web.Response:
+        meeting_id, name = _meeting_id(request), request.match_info["name"]
+        if not name or len(name) > 200 or "/" in name:
+            raise HttpError(400, "content name: 1-200 characters, no '/'")
+        organizer = await self._authenticated_user(request)
+        meeting = await self._ctx.store.meetings.get(meeting_id)
+        if meeting is None:
+            raise HttpError(404, "no such meeting")
+        if meeting.organizer != organizer:
+            raise HttpError(403, f"meeting {meeting_id} is organized by {meeting.organizer}")
+        if request.content_length is not None and request.content_length > MAX_CONTENT_BYTES:
+            raise HttpError(413, f"content larger than {MAX_CONTENT_BYTES} bytes")
+        data = await request.read()
+        if len(data) > MAX_CONTENT_BYTES:
+            raise HttpError(413, f"content larger than {MAX_CONTENT_BYTES} bytes")
+        if self._ctx.write_check is not None:
+            await self._ctx.write_check(organizer)
+        ref = await self._ctx.store.meetings.attach(meeting_id, name, data,
+                                                    now=self._ctx.wall_clock())
+        return _json({"name": ref.name, "sha256": ref.sha256, "size": ref.size}, 201)
+
     async def _admin_drain(self, request: web.Request) -> web.Response:
         self._require_token(request)
         if self._ctx.on_drain is None:
             raise HttpError(404, "this server cannot be drained")
         return _json(await self._ctx.on_drain())
+
+
+def _meeting_id(request: web.Request) -> str:
+    meeting_id = request.match_info["id"]
+    if not meeting_id or len(meeting_id) > 100 or not all(
+            c.isascii() and (c.isalnum() or c in "-_.") for c in meeting_id):
+        raise HttpError(400, "meeting id: 1-100 characters of A-Z a-z 0-9 - _ .")
+    return meeting_id
+
+
+def _meeting_of(meeting_id: str, organizer: str, body: bytes, created_at: float) -> Meeting:
+    try:
+        raw = json.loads(body or b"{}")
+    except ValueError:
+        raise HttpError(400, "meeting: body is not JSON") from None
+    if not isinstance(raw, dict) or set(raw) - {"subject", "attendees", "expires_at"}:
+        raise HttpError(400, "meeting: an object with subject, attendees, expires_at only")
+    subject, attendees, expires = raw.get("subject", ""), raw.get("attendees", []), \
+        raw.get("expires_at")
+    if not isinstance(subject, str) or len(subject) > 500:
+        raise HttpError(400, "meeting.subject: a string of at most 500 characters")
+    if not isinstance(attendees, list) or len(attendees) > 1000 or \
+            not all(isinstance(a, str) and len(a) <= 300 for a in attendees):
+        raise HttpError(400, "meeting.attendees: a list of at most 1000 URIs")
+    if expires is not None and (not isinstance(expires, (int, float)) or
+                                isinstance(expires, bool) or not math.isfinite(expires)):
+        raise HttpError(400, "meeting.expires_at: epoch seconds or null")
+    return Meeting(meeting_id, organizer, subject, created_at,
+                   float(expires) if expires is not None else None, tuple(attendees))
 
 
 def _check_length(request: web.Request) -> None:
@@ -353,6 +461,9 @@ def _check_length(request: web.Request) -> None:
 async def _read_body(request: web.Request) -> bytes:
     _check_length(request)
     try:
-        return await request.read()
+        body = await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise HttpError(413, f"request body larger than {MAX_BODY_BYTES} bytes") from None
+    if len(body) > MAX_BODY_BYTES:
+        raise HttpError(413, f"request body larger than {MAX_BODY_BYTES} bytes")
+    return body

@@ -11,6 +11,7 @@ from trimaran import __version__
 from trimaran.cli.db import db
 from trimaran.cli.demo import demo
 from trimaran.cli.deploy import agent, down, serve, server, status, up
+from trimaran.cli.site import site
 from trimaran.cli.topology import topology
 from trimaran.cli.users import user
 
@@ -21,7 +22,7 @@ def cli() -> None:
     """Trimaran: a SIP unified-communications server built for HA and DR."""
 
 
-for command in (topology, up, down, status, server, serve, agent, db, user, demo):
+for command in (topology, up, down, status, server, site, serve, agent, db, user, demo):
     cli.add_command(command)
 
 

@@ -1,7 +1,9 @@
-"""Client for a user's contact list on the Front End's XCAP-style HTTP API (HTTP Digest)."""
+"""Client for a user's data on the Front End's HTTP API (HTTP Digest): the contact list
+(XCAP-style resource-lists document) and meetings."""
 
 from __future__ import annotations
 
+import json
 from urllib.parse import quote
 
 import aiohttp
@@ -34,8 +36,10 @@ def list_path(aor: str) -> str:
 class XcapClient:
     """One user's session with a Front End's contact-list API."""
 
-    def __init__(self, base_url: str, aor: str, username: str, password: str) -> None:
+    def __init__(self, base_url: str, aor: str, username: str, password: str, *,
+                 timeout: float = 5.0) -> None:
         self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
         self.aor = aor
         self.username = username
         self._password = password
@@ -55,11 +59,42 @@ class XcapClient:
             raise XcapError(status, body.decode(errors="replace"))
         return status
 
-    async def _request(self, method: str, body: bytes) -> tuple[int, bytes]:
-        path = list_path(self.aor)
+    async def put_meeting(self, meeting_id: str, subject: str = "",
+                          attendees: tuple[str, ...] = ()) -> int:
+        """Schedule (201) or change (200) a meeting organized by this user."""
+        body = json.dumps({"subject": subject, "attendees": list(attendees)}).encode()
+        status, answer = await self._request("PUT", body, f"/conf/meetings/{meeting_id}",
+                                             "application/json")
+        if status not in (200, 201):
+            raise XcapError(status, answer.decode(errors="replace"))
+        return status
+
+    async def get_meeting(self, meeting_id: str) -> dict[str, object]:
+        """The meeting as JSON (organizer only)."""
+        status, answer = await self._request("GET", b"", f"/conf/meetings/{meeting_id}")
+        if status != 200:
+            raise XcapError(status, answer.decode(errors="replace"))
+        value = json.loads(answer)
+        if not isinstance(value, dict):
+            raise XcapError(status, "meeting: not a JSON object")
+        return value
+
+    async def attach(self, meeting_id: str, name: str, data: bytes) -> str:
+        """Upload a meeting file; returns its SHA-256."""
+        status, answer = await self._request(
+            "PUT", data, f"/conf/meetings/{meeting_id}/content/{quote(name, safe='')}",
+            "application/octet-stream")
+        if status != 201:
+            raise XcapError(status, answer.decode(errors="replace"))
+        return str(json.loads(answer)["sha256"])
+
+    async def _request(self, method: str, body: bytes, path: str | None = None,
+                       content_type: str = CONTENT_TYPE) -> tuple[int, bytes]:
+        path = path or list_path(self.aor)
         url = self.base_url + path
-        headers = {"Content-Type": CONTENT_TYPE} if method == "PUT" else {}
-        async with aiohttp.ClientSession() as session:
+        headers = {"Content-Type": content_type} if method == "PUT" else {}
+        limit = aiohttp.ClientTimeout(total=self.timeout)
+        async with aiohttp.ClientSession(timeout=limit) as session:
             async with session.request(method, url, data=body or None,
                                        headers=headers) as resp:
                 if resp.status != 401:

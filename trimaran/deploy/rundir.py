@@ -7,6 +7,7 @@ Layout::
     RUNDIR/secrets/POOL.key       per-pool secret (nonces, Record-Route tokens), mode 0600
     RUNDIR/data/POOL/store.sqlite a Standard Edition pool's embedded store
     RUNDIR/logs/SERVER.log        each server's log
+    RUNDIR/cms/SERVER.json        each server's replica of the CMS
 """
 
 from __future__ import annotations
@@ -96,6 +97,19 @@ class RunDir:
     def witness_dir(self, name: str) -> Path:
         """The durable records of a witness."""
         return self.path / "witness" / name
+
+    def cms_replica(self, server: str) -> Path:
+        """A server's on-disk copy of the CMS."""
+        return self.path / "cms" / f"{server}.json"
+
+    def cms_secret(self) -> bytes:
+        """The deployment's key for CMS replication calls."""
+        return self.secret("_cms")
+
+    def pair_secret(self, a: str, b: str) -> bytes:
+        """The key two paired pools sign their Backup Service calls with."""
+        first, second = sorted((a, b))
+        return self.secret(f"_pair-{first}-{second}")
 
     def create(self) -> None:
         """Create the directory tree."""

@@ -10,9 +10,12 @@ import sys
 import time
 
 from trimaran.backend.witness import run_witness
+from trimaran.backup.service import BackupService
+from trimaran.cms.service import CmsService
 from trimaran.deploy.database import pool_dsn
 from trimaran.deploy.rundir import RunDir
 from trimaran.roles.frontend.config import FrontEndConfig
+from trimaran.roles.frontend.homing import DisasterRecovery, Homing
 from trimaran.roles.frontend.pool import Peer
 from trimaran.roles.frontend.server import FrontEndServer
 from trimaran.store.base import Store, StoreUnavailable
@@ -92,6 +95,24 @@ async def open_store(topology: Topology, rundir: RunDir, pool: Pool,
             await asyncio.sleep(0.5)
 
 
+def disaster_recovery(topology: Topology, rundir: RunDir, name: str, pool: Pool,
+                      store: Store) -> DisasterRecovery:
+    """The CMS follower, the Backup Service (when the pool is paired) and homing."""
+    resolver = Resolver(topology)
+    homing = Homing(pool.name, store, topology)
+    cms = CmsService(server=name, pool=pool.name, store=store, topology=topology,
+                     topology_text=rundir.topology.read_text(),
+                     replica_path=rundir.cms_replica(name), secret=rundir.cms_secret())
+    backup = None
+    partner = resolver.paired_pool(pool.name)
+    if partner is not None:
+        backup = BackupService(pool=pool.name, partner=partner.name,
+                               partner_servers=partner.servers, store=store,
+                               secret=rundir.pair_secret(pool.name, partner.name),
+                               records=lambda: homing.records)
+    return DisasterRecovery(homing, cms, backup)
+
+
 async def serve(rundir: RunDir, name: str) -> int:
     """Run server `name` until SIGTERM/SIGINT; return the exit code."""
     topology = load_topology(rundir.topology)
@@ -110,7 +131,8 @@ async def serve(rundir: RunDir, name: str) -> int:
         return 1
     config = frontend_config(topology, rundir, name)
     store = await open_store(topology, rundir, pool)
-    server = FrontEndServer(config, store, wall_clock=time.time)
+    server = FrontEndServer(config, store, wall_clock=time.time,
+                            dr=disaster_recovery(topology, rundir, name, pool, store))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

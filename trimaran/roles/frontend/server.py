@@ -32,6 +32,7 @@ from trimaran.net.transport import Address, Flow, TransportConfig, TransportErro
 from trimaran.roles.frontend.authn import RequestAuthenticator
 from trimaran.roles.frontend.cache import BindingCache
 from trimaran.roles.frontend.config import FrontEndConfig
+from trimaran.roles.frontend.homing import DisasterRecovery
 from trimaran.roles.frontend.peers import PEER_EVENT, PeerLink
 from trimaran.roles.frontend.pool import PoolMembership
 from trimaran.roles.frontend.presence import PresenceService
@@ -66,9 +67,11 @@ class FrontEndServer:
 
     def __init__(self, config: FrontEndConfig, store: Store, *,
                  wall_clock: Callable[[], float] = time.time,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic,
+                 dr: DisasterRecovery | None = None) -> None:
         self.config = config
         self.store = store
+        self.dr = dr
         self.wall_clock = wall_clock
         self.monotonic = monotonic
         self.metrics = Metrics()
@@ -99,7 +102,13 @@ class FrontEndServer:
             server=config.server, role="frontend", pool=config.pool, realm=config.domain,
             store=store, status=self.status, health=self.health, metrics=self.metrics,
             wall_clock=wall_clock, on_contacts_changed=self._contacts_changed,
-            admin_token=config.admin_token, on_drain=self.drain))
+            admin_token=config.admin_token, on_drain=self.drain,
+            routes=dr.routes() if dr else (),
+            write_check=dr.homing.check_write if dr else None))
+        if dr is not None:
+            dr.homing.on_records_changed = self._users_moved
+            if dr.backup is not None:
+                dr.backup.is_shipper = self.is_shipper
         self.contact_flows: dict[str, str] = {}                # contact URI -> local flow id
         self._outbound: dict[str, set[tuple[str, str]]] = {}   # flow id -> {(aor, key)}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -119,6 +128,8 @@ class FrontEndServer:
         _, port = self.endpoint.contact_host_port("udp")
         await self.endpoint.transport.listen_tcp(cfg.host, port)
         self.admin_address = await self.admin.start(cfg.host, cfg.admin_port)
+        if self.dr is not None:  # DR-7: know the failover records before serving users
+            await self.dr.start()
         self._started_at = self.wall_clock()
         self._housekeeping = asyncio.ensure_future(self._housekeeping_loop())
         if self.membership is not None:
@@ -131,6 +142,8 @@ class FrontEndServer:
         for task in (self._housekeeping, self._membership_task):
             if task is not None:
                 task.cancel()
+        if self.dr is not None:
+            await self.dr.stop()
         await self.endpoint.close(drain_timeout=2.0)
         for task in list(self._tasks):
             task.cancel()
@@ -158,7 +171,16 @@ class FrontEndServer:
                                       "heartbeat_age": self.membership.heartbeat_ages()}
             status["decisions"] = [{"action": d.action, "server": d.server, "reason": d.reason,
                                     "at": d.at} for d in view.decisions]
+        if self.dr is not None:
+            status.update(self.dr.status())
         return status
+
+    def is_shipper(self) -> bool:
+        """The Backup Service ships from the first live server of the pool (by name)."""
+        if self.membership is None:
+            return True
+        alive = self.membership.view().alive
+        return not alive or alive[0] == self.config.server
 
     def health(self) -> tuple[bool, str]:
         """Healthy while serving; draining and resiliency mode are reported as such."""
@@ -288,6 +310,8 @@ class FrontEndServer:
             return
         if incoming.flow.reliable and not self.endpoint.transport.is_open(incoming.flow):
             return  # the client left (or gave up on us) before we got to it
+        if self.dr is not None and not await self._served_here(incoming, user):
+            return
         now = self.wall_clock()
         existing = await self.bindings_for(user)
         cfg = self.config
@@ -545,6 +569,12 @@ class FrontEndServer:
                        "(resiliency mode)", headers=Headers([("Retry-After", RETRY_AFTER),
                                                            (MODE_HEADER, self.mode)]))
             return
+        if self.dr is not None:
+            st = await self.dr.homing.standing(user)
+            if not st.serve or st.read_only:
+                self.reply(incoming, 503, f"Presence cannot change here: {st.reason}"[:120],
+                           headers=Headers([("Retry-After", RETRY_AFTER)]))
+                return
         await self.presence.publish(incoming, user)
 
     async def _handle_options(self, incoming: IncomingRequest) -> None:
@@ -555,6 +585,43 @@ class FrontEndServer:
         self.reply(incoming, 200, headers=Headers([("Allow", ALLOW),
                                                    ("Accept", "application/sdp"),
                                                    (MODE_HEADER, self.mode)]))
+
+    # -- pool failover (DR-5, DR-7) ----------------------------------------------------
+    async def _served_here(self, incoming: IncomingRequest, user: str) -> bool:
+        """REGISTER of a user this pool does not serve now: 302 to the pool that does."""
+        assert self.dr is not None
+        st = await self.dr.homing.standing(user)
+        if st.serve:
+            return True
+        transport = "tcp" if incoming.flow.reliable else "udp"
+        headers = self.dr.homing.redirect_contacts(st.redirect_to or "", transport)
+        if not len(headers):
+            self.reply(incoming, 503, f"Not served here: {st.reason}"[:120],
+                       headers=Headers([("Retry-After", RETRY_AFTER)]))
+            return False
+        self.reply(incoming, 302, f"Moved Temporarily ({st.reason})"[:120], headers=headers)
+        return False
+
+    def _users_moved(self, pools: set[str]) -> None:
+        """The failover records moved `pools`' users: close the flows of users no longer
+        served here so their clients re-register (and are redirected)."""
+        self.spawn(self._close_moved_flows())
+
+    async def _close_moved_flows(self) -> None:
+        assert self.dr is not None
+        closing = []
+        for flow_id, bindings in list(self._outbound.items()):
+            for aor, _ in bindings:
+                if not (await self.dr.homing.standing(aor)).serve:
+                    closing.append(flow_id)
+                    break
+        if closing:
+            log.warning("closing %d client flow(s) of users now served by another pool",
+                        len(closing))
+        for flow_id in closing:
+            flow = self.endpoint.transport.flow(flow_id)
+            if flow is not None:
+                await self.endpoint.transport.close_flow(flow, drain_timeout=0.5)
 
     # -- background ---------------------------------------------------------------
     async def _contacts_changed(self, owner: str) -> None:

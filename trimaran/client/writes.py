@@ -1,0 +1,153 @@
+"""Persistent writes by simulated users, with a record of what was acknowledged, so
+a failover test, drill or benchmark can check afterwards that nothing acknowledged
+was lost (SPEC DR-5 RPO).
+
+Each user keeps writing, one change at a time: a new contact appended to their
+contact list (the whole list is PUT, so the list on any server that has the latest
+acknowledged version contains every contact acknowledged before it) or a meeting
+scheduled. A write goes to the server that served the user last; when it refuses
+(409: the user is served by another pool; 503: read-only during a failover) or does
+not answer, the writer tries the next server of its list. `lost()` compares the
+acknowledged writes with what a server holds now.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from trimaran.client.xcap import XcapClient, XcapError
+from trimaran.store.model import ContactEntry, ContactList
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """One acknowledged write."""
+
+    aor: str
+    kind: str          # "contact" | "meeting"
+    value: str         # the contact URI or the meeting id
+    at: float          # wall-clock time of the acknowledgement
+
+
+@dataclass
+class WriterStats:
+    """What the writers did."""
+
+    acked: list[Ack] = field(default_factory=list)
+    refused: int = 0
+    unreachable: int = 0
+
+
+class UserWriter:
+    """One user writing continuously against a list of HTTP base URLs."""
+
+    def __init__(self, aor: str, username: str, password: str, bases: list[str],
+                 stats: WriterStats, domain: str) -> None:
+        self.aor = aor
+        self.bases = bases
+        self.stats = stats
+        self.domain = domain
+        self._index = 0
+        self._client = XcapClient(bases[0], aor, username, password)
+        self._contacts: list[str] = []
+        self._count = 0
+
+    async def write_once(self) -> bool:
+        """Write the next change once it is acknowledged by some server (tries each
+        server once); False when none acknowledged it."""
+        self._count += 1
+        name = self.aor.split(":", 1)[1].split("@", 1)[0]
+        kind = "meeting" if self._count % 4 == 0 else "contact"
+        value = f"{name}-m{self._count}" if kind == "meeting" else \
+            f"sip:{name}-c{self._count}@{self.domain}"
+        for _ in range(len(self.bases)):
+            self._client.base_url = self.bases[self._index % len(self.bases)]
+            try:
+                if kind == "meeting":
+                    await self._client.put_meeting(value, subject=f"meeting {self._count}")
+                else:
+                    entries = tuple(ContactEntry(uri) for uri in [*self._contacts, value])
+                    await self._client.put(ContactList(self.aor, (), entries))
+                    self._contacts.append(value)
+            except XcapError as exc:
+                self.stats.refused += 1
+                if exc.status in (401, 403, 404, 400):
+                    raise
+                self._index += 1
+                continue
+            except (TimeoutError, aiohttp.ClientError, OSError):
+                self.stats.unreachable += 1
+                self._index += 1
+                continue
+            self.stats.acked.append(Ack(self.aor, kind, value, time.time()))
+            return True
+        return False
+
+
+class Writers:
+    """Many users writing at a total rate until stopped."""
+
+    def __init__(self, users: list[tuple[str, str, str]], bases: list[str], *, domain: str,
+                 rate: float) -> None:
+        self.stats = WriterStats()
+        self.writers = [UserWriter(aor, username, password, list(bases), self.stats, domain)
+                        for aor, username, password in users]
+        self.rate = rate
+        self._task: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
+
+    def start(self) -> None:
+        """Write in the background."""
+        self._task = asyncio.ensure_future(self._run())
+
+    async def stop(self) -> None:
+        """Stop writing and wait for the writes in flight."""
+        self._stop.set()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        interval = 1.0 / self.rate
+        pending: set[asyncio.Task[bool]] = set()
+        i = 0
+        busy: set[int] = set()
+        while not self._stop.is_set():
+            index = i % len(self.writers)
+            i += 1
+            if index not in busy:
+                busy.add(index)
+                task = asyncio.ensure_future(self.writers[index].write_once())
+                task.add_done_callback(lambda _t, n=index: busy.discard(n))
+                pending.add(task)
+                task.add_done_callback(pending.discard)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), interval)
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    async def lost(self, contacts_of: Callable[[str], Awaitable[set[str]]],
+                   meeting_exists: Callable[[str, str], Awaitable[bool]],
+                   before: float | None = None) -> list[Ack]:
+        """Acknowledged writes (acknowledged before `before`, when given) that are not
+        where they should be: `contacts_of(aor)` awaits the URIs in the user's list,
+        `meeting_exists(aor, id)` awaits a bool."""
+        missing = []
+        latest: dict[str, set[str]] = {}
+        for ack in self.stats.acked:
+            if before is not None and ack.at >= before:
+                continue
+            if ack.kind == "contact":
+                if ack.aor not in latest:
+                    latest[ack.aor] = await contacts_of(ack.aor)
+                if ack.value not in latest[ack.aor]:
+                    missing.append(ack)
+            elif not await meeting_exists(ack.aor, ack.value):
+                missing.append(ack)
+        return missing

@@ -1,0 +1,152 @@
+"""Which users a Front End serves, from their home pool and the pools' failover
+records in the CMS (SPEC DR-5, DR-7; DESIGN §3 "Pool failover state").
+
+A server serves a user when the user's home pool is its own and that pool is not
+failed over, or when the user's home pool is failed over to its own pool. It
+redirects everybody else to the pool that serves them (REGISTER: 302 with that
+pool's servers as Contacts) and accepts no persistent change from them. While a
+failover or failback is in progress the users' data is read-only: persistent
+changes get 503 + Retry-After.
+
+`DisasterRecovery` bundles what a Front End process runs for DR: the CMS replica
+follower, the Backup Service and this homing view.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from trimaran.admin.http import HttpError, Route
+from trimaran.backup.service import BackupService
+from trimaran.cms.failover import PoolFailover, Standing, standing
+from trimaran.cms.replica import Snapshot
+from trimaran.cms.service import CmsService
+from trimaran.sip.headers import Headers
+from trimaran.store.base import Store
+from trimaran.topology.model import Topology
+from trimaran.topology.resolver import Resolver
+
+log = logging.getLogger(__name__)
+
+RETRY_AFTER = "5"
+CACHE_LIMIT = 200_000
+
+
+class Homing:
+    """The standing of users on this server's pool, kept current from the CMS."""
+
+    def __init__(self, pool: str, store: Store, topology: Topology | None = None) -> None:
+        self.pool = pool
+        self.store = store
+        self.topology = topology
+        self.records: dict[str, PoolFailover] = {}
+        self._home: dict[str, str] = {}
+        self.on_records_changed: Callable[[set[str]], None] | None = None
+
+    def update(self, snapshot: Snapshot) -> None:
+        """New CMS copy: remember the records; tell who lost or gained users."""
+        records = snapshot.failover_records()
+        changed = {pool for pool in set(records) | set(self.records)
+                   if (records.get(pool), self.records.get(pool)) and
+                   _serving(records.get(pool)) != _serving(self.records.get(pool))}
+        moved = {pool for pool in changed
+                 if (pool == self.pool or
+                     (records.get(pool) or PoolFailover(pool)).backup == self.pool)}
+        self.records = records
+        if moved:
+            log.warning("failover records changed for %s: %s", sorted(moved),
+                        {p: f"{records[p].state}/term {records[p].term}"
+                         for p in moved if p in records})
+            if self.on_records_changed is not None:
+                self.on_records_changed(moved)
+
+    async def home_pool(self, aor: str) -> str:
+        """The user's home pool (their store record; this pool when unknown)."""
+        pool = self._home.get(aor)
+        if pool is None:
+            user = await self.store.users.get(aor)
+            pool = user.pool if user is not None else self.pool
+            if len(self._home) >= CACHE_LIMIT:
+                self._home.clear()
+            self._home[aor] = pool
+        return pool
+
+    async def standing(self, aor: str) -> Standing:
+        """Whether this pool serves `aor` now, read-only or not, or where it goes."""
+        return standing(self.pool, await self.home_pool(aor), self.records)
+
+    def serves_pool(self, home_pool: str) -> bool:
+        """True when users homed on `home_pool` are served by this pool now."""
+        return standing(self.pool, home_pool, self.records).serve
+
+    def redirect_contacts(self, pool: str, transport: str) -> Headers:
+        """Contact headers naming `pool`'s servers (302 to REGISTER)."""
+        headers = Headers()
+        if self.topology is None:
+            return headers
+        servers = Resolver(self.topology).servers_of(pool)
+        for i, spec in enumerate(servers):
+            q = max(0.1, round(1.0 - i * 0.1, 1))
+            headers.add("Contact", f"<sip:{spec.address}:{spec.sip_port};transport={transport}>"
+                                   f";q={q}")
+        return headers
+
+    async def check_write(self, aor: str) -> None:
+        """The admin API's write check: `HttpError` unless `aor` may change data here."""
+        st = await self.standing(aor)
+        if not st.serve:
+            raise HttpError(409, f"{aor} is served by pool {st.redirect_to}: {st.reason}",
+                            (("X-Trimaran-Serving-Pool", st.redirect_to or ""),))
+        if st.read_only:
+            raise HttpError(503, f"{aor}'s data is read-only: {st.reason}",
+                            (("Retry-After", RETRY_AFTER),))
+
+
+def _serving(record: PoolFailover | None) -> tuple[str, bool] | None:
+    return None if record is None else (record.serving_pool(), record.read_only)
+
+
+class DisasterRecovery:
+    """The DR parts of one Front End process: CMS follower, Backup Service, homing."""
+
+    def __init__(self, homing: Homing, cms: CmsService | None,
+                 backup: BackupService | None) -> None:
+        self.homing = homing
+        self.cms = cms
+        self.backup = backup
+        if cms is not None:
+            cms.on_change = homing.update
+
+    def routes(self) -> tuple[Route, ...]:
+        """Admin endpoints of the CMS and the Backup Service."""
+        return (self.cms.routes() if self.cms else ()) + \
+            (self.backup.routes() if self.backup else ())
+
+    async def start(self) -> None:
+        """Read the CMS (replica, then the master) before serving (DR-7), then ship."""
+        if self.cms is not None:
+            await self.cms.start()
+        if self.backup is not None:
+            self.backup.start()
+
+    async def stop(self) -> None:
+        """Stop following and shipping."""
+        if self.backup is not None:
+            await self.backup.stop()
+        if self.cms is not None:
+            await self.cms.stop()
+
+    def status(self) -> dict[str, object]:
+        """For /status: CMS copy, failover records, shipping state."""
+        result: dict[str, object] = {
+            "failover": {p: {"state": r.state, "term": r.term, "backup": r.backup,
+                             "since": r.since, "mode": r.mode}
+                         for p, r in sorted(self.homing.records.items())}}
+        if self.cms is not None:
+            result["cms"] = self.cms.status()
+        if self.backup is not None:
+            st = self.backup.state
+            result["backup"] = {"target": self.backup.partner, "applied_seq": st.acked_seq,
+                                "error": st.error, "shipper": self.backup.is_shipper()}
+        return result
