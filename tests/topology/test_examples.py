@@ -29,12 +29,17 @@ def test_standard_pair_is_two_paired_se_pools_in_two_sites() -> None:
     assert (se1.name, se1.site, se2.name, se2.site) == ("se1", "dc1", "se2", "dc2")
     for pool, partner in ((se1, se2), (se2, se1)):
         assert pool.role is PoolRole.FRONTEND and pool.edition is Edition.STANDARD
-        assert pool.paired_with == partner.name  # DR-1: reciprocal
+        assert pool.backup_pool == partner.name  # DR-1: reciprocal
         assert pool.backup_registrar == partner.name
         assert pool.backend is None
     assert [(s.name, s.address) for s in topology.servers] == [
         ("se1", "127.0.1.1"), ("se2", "127.0.2.1")
     ]
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
+def test_examples_pair_pools_with_the_documented_backup_pool_key(path: Path) -> None:
+    assert "paired_with" not in path.read_text()
 
 
 def test_standard_single_is_one_se_pool_in_one_site() -> None:

@@ -137,6 +137,36 @@ def test_null_means_absent_only_for_fields_without_a_default_value() -> None:
 # --- strictness ----------------------------------------------------------------------------
 
 
+def test_backup_pool_is_the_documented_name_of_paired_with() -> None:
+    preferred = parse_topology(MINIMAL + "    backup_pool: se2\n").pools[0]
+    legacy = parse_topology(MINIMAL + "    paired_with: se2\n").pools[0]
+    assert preferred == legacy  # one setting, stored once (DR-1)
+    assert (preferred.backup_pool, preferred.paired_with) == ("se2", "se2")
+    unpaired = parse_topology(MINIMAL).pools[0]
+    assert (unpaired.backup_pool, unpaired.paired_with) == (None, None)
+
+
+def test_backup_pool_and_paired_with_may_both_be_given_only_with_one_value() -> None:
+    same = parse_topology(MINIMAL + "    backup_pool: se2\n    paired_with: se2\n")
+    assert same.pools[0].backup_pool == "se2"
+    null_alias = parse_topology(MINIMAL + "    backup_pool: null\n    paired_with: se2\n")
+    assert null_alias.pools[0].backup_pool == "se2"
+    text = MINIMAL + "    backup_pool: se2\n    paired_with: se3\n"
+    assert by_path(violations_of(text)) == {
+        "pools[0].backup_pool": "backup_pool 'se2' and paired_with 'se3' disagree; paired_with "
+                                "is the older name of backup_pool: give only backup_pool"
+    }
+    result = read_topology("t.yaml", text=text)
+    assert result.topology is None  # ambiguous: no model is built from it
+    assert [v.line for v in result.violations] == [13]  # the line of backup_pool
+
+
+def test_a_misspelt_backup_pool_is_guessed() -> None:
+    [violation] = violations_of(MINIMAL + "    backup_pol: se2\n")
+    assert violation.path == "pools[0].backup_pol"
+    assert violation.message.endswith("did you mean 'backup_pool'?")
+
+
 def test_unknown_key_is_an_error_with_its_path_the_allowed_keys_and_a_guess() -> None:
     [violation] = violations_of(MINIMAL + "        sip_prot: 5070\n")
     assert violation.path == "pools[0].servers[0].sip_prot"
@@ -389,6 +419,7 @@ _pools = st.lists(st.fixed_dictionaries(
      "role": st.sampled_from(["frontend", "director", "edge", "sba", "chat", "witness"]),
      "servers": _servers},
     optional={"edition": st.sampled_from(["standard", "enterprise"]), "paired_with": _names,
+              "backup_pool": _names,
               "backup_registrar": _names, "backend": _backend, "next_hop": _names,
               "expected_users": _scalars, "active_servers": st.lists(_names, max_size=5),
               "capacity": st.fixed_dictionaries({}, optional={"users_per_server": _scalars})},

@@ -342,6 +342,95 @@ def test_paired_pools_use_the_same_back_end_ha_scheme() -> None:
         text, "pools[0].paired_with")
 
 
+def test_a_pair_may_be_written_with_backup_pool_paired_with_or_both() -> None:
+    assert check(PAIR.replace("paired_with", "backup_pool")) == []
+    assert check(PAIR.replace("paired_with: se2", "backup_pool: se2")) == []  # mixed spellings
+    both = PAIR.replace("paired_with: se2,", "backup_pool: se2, paired_with: se2,")
+    assert check(both) == []
+
+
+def test_pairing_rules_apply_to_backup_pool_as_to_paired_with() -> None:
+    text = (HEAD + "sites: [{name: dc1}, {name: dc2}, {name: dc3}]\npools:\n"
+            + se("se1", "dc1", "127.0.1.1", " backup_pool: se2,")
+            + se("se2", "dc2", "127.0.2.1", " backup_pool: se3,")
+            + se("se3", "dc3", "127.0.3.1", " backup_pool: se2,"))
+    assert message(text, "pools[0].paired_with") == (
+        "se1 is paired with se2 but se2 is paired with se3; pairing is 1:1 and reciprocal"
+    )
+    assert found(PAIR.replace("paired_with", "backup_pool").replace("site: dc2", "site: dc1")) \
+        == {("pools[0].paired_with", "error")}
+
+
+def test_a_backup_pool_conflicting_with_paired_with_is_reported_at_backup_pool() -> None:
+    text = PAIR.replace("paired_with: se2,", "backup_pool: se2, paired_with: se3,")
+    assert found(text) == {("pools[0].backup_pool", "error")}
+
+
+def test_a_backup_pool_violation_carries_the_line_of_backup_pool(tmp_path: Path) -> None:
+    path = tmp_path / "t.yaml"
+    path.write_text(TWO_SITES + "pools:\n"
+                    + "  - name: se1\n    site: dc1\n    role: frontend\n    edition: standard\n"
+                    + "    servers: [{name: se1, address: 127.0.1.1}]\n    backup_pool: se2\n"
+                    + se("se2", "dc1", "127.0.2.1", " backup_pool: se1,"))
+    [violation] = validate_file(path)
+    assert (violation.path, violation.line) == ("pools[0].paired_with", 10)
+    assert "are both in site dc1" in violation.message
+
+
+def test_only_a_front_end_pool_has_a_backup_pool() -> None:
+    text = SINGLE + ("  - {name: dir1, site: dc1, role: director, backup_pool: se1,\n"
+                     "     servers: [{name: dir1a, address: 127.0.1.5}]}\n")
+    assert message(text, "pools[1].paired_with") == (
+        "backup_pool (paired_with) does not apply to a director pool (only: frontend)"
+    )
+
+
+def test_a_mirror_with_a_witness_and_one_without_are_different_ha_schemes() -> None:
+    mirrored = "127.0.{0}.21}}, mirror: {{address: 127.0.{0}.22}}}}"
+    fe1 = ee("fe1", "dc1", 1, 2, "    backup_pool: fe2\n").replace(
+        "127.0.1.21}}", mirrored.format(1)[:-1] + ", witness: {server: w1}}")
+    fe2 = ee("fe2", "dc2", 2, 2, "    backup_pool: fe1\n").replace(
+        "127.0.2.21}}", mirrored.format(2))
+    witness = "  - {name: wit, site: w, role: witness, servers: [{name: w1, address: 127.0.9.1}]}\n"
+    text = HEAD + "sites: [{name: dc1}, {name: dc2}, {name: w}]\npools:\n" + fe1 + fe2 + witness
+    assert found(text) == {("pools[0].paired_with", "error")}
+    assert "fe1's Back End is mirrored+witness but fe2's is mirrored" in message(
+        text, "pools[0].paired_with")
+    assert check(text.replace("127.0.2.22}}", "127.0.2.22}, witness: {server: w1}}")) == []
+
+
+STRETCHED_PAIR = """\
+name: t
+sip_domain: trimaran.test
+sites: [{name: dc1, rtt_ms: {dc2: 2, dc3: 2}}, {name: dc2}, {name: dc3}]
+pools:
+  - name: fe1
+    site: dc1
+    role: frontend
+    edition: enterprise
+    backup_pool: fe2
+    servers: [{name: fe1a, address: 127.0.1.11}, {name: fe1b, address: 127.0.3.11, site: dc3}]
+    backend: {principal: {address: 127.0.1.21}}
+  - name: fe2
+    site: dc2
+    role: frontend
+    edition: enterprise
+    backup_pool: fe1
+    servers: [{name: fe2a, address: 127.0.2.11}]
+    backend: {principal: {address: 127.0.2.21}}
+"""
+
+
+def test_a_stretched_pool_shares_no_site_with_its_backup_pool() -> None:
+    assert check(STRETCHED_PAIR) == []
+    text = STRETCHED_PAIR.replace("127.0.3.11, site: dc3", "127.0.3.11, site: dc2")
+    assert found(text) == {("pools[0].paired_with", "error")}  # reported once per pair
+    assert message(text, "pools[0].paired_with") == (
+        "paired pools fe1 and fe2 both have servers in site dc2; losing it would take down "
+        "both (a pair spans two sites)"
+    )
+
+
 def test_backup_registrar_rules() -> None:
     text = (HEAD + "sites: [{name: dc1}, {name: dc2}, {name: dc3}, {name: b1, kind: branch}]\n"
             + "pools:\n"

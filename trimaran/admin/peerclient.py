@@ -17,16 +17,21 @@ class PeerClient:
     """Signed JSON calls to other servers' admin APIs; never raises for network
     failures: a call that got no answer returns status 0 and the reason."""
 
-    def __init__(self, key_id: str, secret: bytes, *, timeout: float = 2.0) -> None:
+    def __init__(self, key_id: str, secret: bytes, *, timeout: float = 2.0,
+                 local_host: str | None = None) -> None:
         self.key_id = key_id
+        self.local_host = local_host      # our own address: calls leave from it (a site cut
+                                          # by address then cuts them too)
         self._secret = secret
         self.timeout = timeout
         self._session: aiohttp.ClientSession | None = None
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(
+                local_addr=(self.local_host, 0) if self.local_host else None)
             self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self.timeout))
+                connector=connector, timeout=aiohttp.ClientTimeout(total=self.timeout))
         return self._session
 
     async def close(self) -> None:

@@ -80,7 +80,7 @@ class BackupService:
                  records: Callable[[], dict[str, PoolFailover]],
                  is_shipper: Callable[[], bool] = lambda: True,
                  wall_clock: Callable[[], float] = time.time, poll_interval: float = 0.1,
-                 steady_lag: float = 1.0) -> None:
+                 steady_lag: float = 1.0, local_host: str | None = None) -> None:
         self.pool = pool
         self.partner = partner
         self.partner_servers = partner_servers
@@ -92,7 +92,7 @@ class BackupService:
         self.steady_lag = steady_lag
         self.key_id = pair_key(pool, partner)
         self._secret = secret
-        self._client = PeerClient(self.key_id, secret, timeout=5.0)
+        self._client = PeerClient(self.key_id, secret, timeout=5.0, local_host=local_host)
         self.state = ShipperState()
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()

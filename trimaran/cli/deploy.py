@@ -19,6 +19,7 @@ from trimaran.deploy.rundir import (
     ServerState,
     remember_rundir,
 )
+from trimaran.deploy.sites import SiteError, clear_all, load_failed
 from trimaran.deploy.supervisor import (
     fetch_json,
     health,
@@ -141,6 +142,13 @@ def down(rundir: str | None) -> None:
     for server in state.servers.values():
         server.pid = None
     run.save_state(state)
+    try:
+        cleared = clear_all(run)
+    except SiteError as exc:
+        click.echo(f"warning: {exc}", err=True)
+        cleared = []
+    if cleared:
+        click.echo(f"failed sites forgotten: {', '.join(cleared)}")
     click.echo(f"deployment in {run.path} is down")
 
 
@@ -240,11 +248,18 @@ def status(rundir: str | None, as_json: bool) -> None:
                   "address": f"{d.address}:{d.port}",
                   "running": instance(run, d).is_running()} for d in state.databases.values()]
     pools = pool_summaries(topology, rows, count_users(run, topology))
+    try:
+        sites: dict[str, object] = {n: f.to_json() for n, f in load_failed(run).items()}
+    except SiteError as exc:
+        sites = {"error": str(exc)}
     if as_json:
         echo_json({"deployment": state.topology, "dir": str(run.path), "servers": rows,
-                   "databases": databases, "pools": pools})
+                   "databases": databases, "pools": pools, "sites": sites})
         return
     click.echo(f"deployment {state.topology!r} in {run.path}")
+    for name, failed in sites.items():
+        click.echo(f"  site {name}: FAILED ({failed['mode']})" if isinstance(failed, dict)
+                   else f"  sites: {failed}")
     for row in rows:
         why = row["reason"]
         health_text = "healthy" if row["healthy"] else \

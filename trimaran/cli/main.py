@@ -11,6 +11,7 @@ from trimaran import __version__
 from trimaran.cli.db import db
 from trimaran.cli.demo import demo
 from trimaran.cli.deploy import agent, down, serve, server, status, up
+from trimaran.cli.dr import backup, cms, pool
 from trimaran.cli.site import site
 from trimaran.cli.topology import topology
 from trimaran.cli.users import user
@@ -22,7 +23,8 @@ def cli() -> None:
     """Trimaran: a SIP unified-communications server built for HA and DR."""
 
 
-for command in (topology, up, down, status, server, site, serve, agent, db, user, demo):
+for command in (topology, up, down, status, server, site, serve, agent, db, user, demo, pool,
+                backup, cms):
     cli.add_command(command)
 
 

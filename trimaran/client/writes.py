@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -90,6 +91,10 @@ class UserWriter:
         return False
 
 
+def _release(busy: set[int], index: int, _: object) -> None:
+    busy.discard(index)
+
+
 class Writers:
     """Many users writing at a total rate until stopped."""
 
@@ -103,7 +108,8 @@ class Writers:
         self._stop = asyncio.Event()
 
     def start(self) -> None:
-        """Write in the background."""
+        """Write in the background (again, after `stop`)."""
+        self._stop.clear()
         self._task = asyncio.ensure_future(self._run())
 
     async def stop(self) -> None:
@@ -124,7 +130,7 @@ class Writers:
             if index not in busy:
                 busy.add(index)
                 task = asyncio.ensure_future(self.writers[index].write_once())
-                task.add_done_callback(lambda _t, n=index: busy.discard(n))
+                task.add_done_callback(functools.partial(_release, busy, index))
                 pending.add(task)
                 task.add_done_callback(pending.discard)
             with contextlib.suppress(asyncio.TimeoutError):

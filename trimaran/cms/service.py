@@ -85,7 +85,8 @@ class CmsService:
     def __init__(self, *, server: str, pool: str, store: Store, topology: Topology,
                  topology_text: str, replica_path: Path, secret: bytes,
                  wall_clock: Callable[[], float] = time.time, poll_interval: float = 1.0,
-                 on_change: Callable[[Snapshot], None] | None = None) -> None:
+                 on_change: Callable[[Snapshot], None] | None = None,
+                 local_host: str | None = None) -> None:
         self.server = server
         self.pool = pool
         self.store = store
@@ -97,7 +98,7 @@ class CmsService:
         self.on_change = on_change
         self._secret = secret
         self._resolver = Resolver(topology)
-        self._client = PeerClient(CMS_KEY_ID, secret, timeout=1.5)
+        self._client = PeerClient(CMS_KEY_ID, secret, timeout=1.5, local_host=local_host)
         self.snapshot = load_replica(replica_path)
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()

@@ -102,14 +102,16 @@ def disaster_recovery(topology: Topology, rundir: RunDir, name: str, pool: Pool,
     homing = Homing(pool.name, store, topology)
     cms = CmsService(server=name, pool=pool.name, store=store, topology=topology,
                      topology_text=rundir.topology.read_text(),
-                     replica_path=rundir.cms_replica(name), secret=rundir.cms_secret())
+                     replica_path=rundir.cms_replica(name), secret=rundir.cms_secret(),
+                     local_host=resolver.server(name).address)
     backup = None
     partner = resolver.paired_pool(pool.name)
     if partner is not None:
         backup = BackupService(pool=pool.name, partner=partner.name,
                                partner_servers=partner.servers, store=store,
                                secret=rundir.pair_secret(pool.name, partner.name),
-                               records=lambda: homing.records)
+                               records=lambda: homing.records,
+                               local_host=resolver.server(name).address)
     return DisasterRecovery(homing, cms, backup)
 
 

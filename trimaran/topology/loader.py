@@ -401,9 +401,29 @@ def _capacity(ctx: _Context, value: object, path: str) -> Capacity | None:
 
 
 _POOL_KEYS = (
-    "name", "site", "role", "servers", "edition", "paired_with", "backup_registrar",
-    "backend", "capacity", "expected_users", "edge_pool", "next_hop", "active_servers",
+    "name", "site", "role", "servers", "edition", "backup_pool", "paired_with",
+    "backup_registrar", "backend", "capacity", "expected_users", "edge_pool", "next_hop",
+    "active_servers",
 )
+
+
+def _backup_pool(f: _Fields, path: str) -> str | None:
+    """The paired pool (DR-1): ``backup_pool``, or its older name ``paired_with``.
+
+    Both may be given only with the same value. A pool that writes ``backup_pool``
+    gets the rules' ``paired_with`` violations on that key's line.
+    """
+    preferred = f.optional("backup_pool", _str, None)
+    legacy = f.optional("paired_with", _str, None)
+    new_path, old_path = _child(path, "backup_pool"), _child(path, "paired_with")
+    if preferred is not None and legacy is not None and preferred != legacy:
+        f.ctx.report(new_path, f"backup_pool {preferred!r} and paired_with {legacy!r} "
+                     f"disagree; paired_with is the older name of backup_pool: give only "
+                     f"backup_pool")
+        return None
+    if preferred is not None and new_path in f.ctx.lines:
+        f.ctx.lines.setdefault(old_path, f.ctx.lines[new_path])
+    return preferred if preferred is not None else legacy
 
 
 def _pool(ctx: _Context, value: object, path: str) -> Pool | None:
@@ -414,7 +434,7 @@ def _pool(ctx: _Context, value: object, path: str) -> Pool | None:
     servers = f.required("servers", _list_of(_server))
     pool_args: dict[str, Any] = {
         "edition": f.optional("edition", _enum(Edition), None),
-        "paired_with": f.optional("paired_with", _str, None),
+        "paired_with": _backup_pool(f, path),
         "backup_registrar": f.optional("backup_registrar", _str, None),
         "backend": f.optional("backend", _backend, None),
         "capacity": f.optional("capacity", _capacity, Capacity()),

@@ -4,8 +4,8 @@ A topology is read once (`trimaran.topology.loader`), checked against the rules
 (`trimaran.topology.validator`) and then shared read-only by the CLI and every
 server process. Everything here is an immutable value: tuples instead of lists,
 enums instead of free strings, no mappings. Cross references (`Pool.site`,
-`Pool.paired_with`, `Server.site` ...) are names; `trimaran.topology.resolver`
-turns them into objects.
+`Pool.paired_with` a.k.a. `Pool.backup_pool`, `Server.site` ...) are names;
+`trimaran.topology.resolver` turns them into objects.
 
 Role-specific fields are optional so that a topology written today keeps loading
 when later roles grow: each field says which roles may set it, and the validator
@@ -196,7 +196,9 @@ class Pool:
 
     Role-specific fields (None or empty when unused):
       edition           frontend (required there)
-      paired_with       frontend: the paired pool in another site (DR-1)
+      paired_with       frontend: the paired pool in another site, its backup pool (DR-1);
+                        written ``backup_pool`` in a topology file (``paired_with`` is the
+                        older spelling, still accepted), read it as `backup_pool`
       backup_registrar  frontend, sba: where users sign in when this pool is down (DR-8);
                         for a paired pool it is the paired pool, implied when omitted
       backend           frontend (enterprise, required there), chat
@@ -220,6 +222,14 @@ class Pool:
     edge_pool: str | None = None
     next_hop: str | None = None
     active_servers: tuple[str, ...] | None = None
+
+    @property
+    def backup_pool(self) -> str | None:
+        """The paired pool that takes over this pool's users (DR-1), None when unpaired.
+
+        The documented name of `paired_with`: one setting, stored once.
+        """
+        return self.paired_with
 
     @property
     def server_names(self) -> tuple[str, ...]:

@@ -42,6 +42,8 @@ ROLE_FIELDS: dict[str, frozenset[PoolRole]] = {
     "next_hop": frozenset({EDGE}),
     "active_servers": frozenset({CHAT}),
 }
+# How a field is named in messages when its file key differs from the model's.
+_SHOWN_AS = {"paired_with": "backup_pool (paired_with)"}
 _CENTRAL_ONLY = frozenset({FE, DIR, EDGE, CHAT})
 
 
@@ -61,8 +63,8 @@ def check_role_fields(facts: Facts) -> Iterator[Violation]:
         for name, roles in ROLE_FIELDS.items():
             if pool.role not in roles and _is_set(pool, name):
                 yield error(f"{pool_path(i)}.{name}",
-                            f"{name} does not apply to a {pool.role} pool "
-                            f"(only: {_roles(roles)})")
+                            f"{_SHOWN_AS.get(name, name)} does not apply to a {pool.role} "
+                            f"pool (only: {_roles(roles)})")
         if pool.role is FE and pool.edition is None:
             yield error(f"{pool_path(i)}.edition",
                         "a Front End pool needs an edition (standard or enterprise)")
@@ -107,7 +109,9 @@ def check_frontend_present(facts: Facts) -> Iterator[Violation]:
 
 def check_pairing(facts: Facts) -> Iterator[Violation]:
     """Pairing (DR-1): between two Front End pools, 1:1 and reciprocal, in different
-    sites, same edition, same Back End HA scheme (TOP-2)."""
+    sites (a stretched pool's sites included), same edition, same Back End HA scheme
+    (TOP-2). The setting is ``backup_pool`` (``paired_with``); the model's field and
+    the violations' path are ``paired_with``."""
     for i, pool in enumerate(facts.topology.pools):
         partner = facts.pool(pool.paired_with)
         if pool.role is not FE or partner is None:
@@ -131,9 +135,14 @@ def check_pairing(facts: Facts) -> Iterator[Violation]:
 
 
 def _pair_mismatches(path: str, pool: Pool, partner: Pool) -> Iterator[Violation]:
+    shared = [site for site in pool.sites if site in partner.sites]
     if partner.site == pool.site:
         yield error(path, f"paired pools {pool.name} and {partner.name} are both in site "
                     f"{pool.site}; a pair spans two sites")
+    elif shared:
+        yield error(path, f"paired pools {pool.name} and {partner.name} both have servers in "
+                    f"site {shared[0]}; losing it would take down both (a pair spans two "
+                    f"sites)")
     editions = (pool.edition, partner.edition)
     if None not in editions and editions[0] is not editions[1]:
         yield error(path, f"{pool.name} is {pool.edition} edition but {partner.name} is "

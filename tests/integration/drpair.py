@@ -1,0 +1,159 @@
+"""A paired deployment run as real processes for the DR tests: two Front End pools in
+two sites, users with clients and continuous writes, and the checks of SPEC DR-5..7."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+import aiohttp
+
+from trimaran.client.ua import UAConfig, UserAgent
+from trimaran.client.writes import Writers
+from trimaran.net.transport import Address
+
+ROOT = Path(__file__).resolve().parents[2]
+DOMAIN = "trimaran.test"
+
+
+def trimaran(*args: str, check: bool = True,
+             timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run the CLI; raise with its output when it fails and `check`."""
+    result = subprocess.run([sys.executable, "-m", "trimaran", *args], capture_output=True,
+                            text=True, timeout=timeout, cwd=ROOT)
+    if check and result.returncode != 0:
+        raise AssertionError(f"trimaran {' '.join(args)} -> {result.returncode}\n"
+                             f"{result.stdout}\n{result.stderr}")
+    return result
+
+
+async def wait_for(condition: Callable[[], Awaitable[bool]], timeout: float,
+                   what: str, interval: float = 0.1) -> float:
+    """Wait until `condition()` holds; return how long it took; fail naming `what`."""
+    start = time.monotonic()
+    while True:
+        if await condition():
+            return time.monotonic() - start
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        await asyncio.sleep(interval)
+
+
+@dataclass(frozen=True)
+class Node:
+    """One Front End server: name, pool, address, ports."""
+
+    name: str
+    pool: str
+    address: str
+    sip_port: int = 5060
+    admin_port: int = 8080
+
+    @property
+    def sip(self) -> Address:
+        return Address("tcp", self.address, self.sip_port)
+
+    @property
+    def base(self) -> str:
+        return f"http://{self.address}:{self.admin_port}"
+
+
+class Pair:
+    """A running paired deployment in `rundir`."""
+
+    def __init__(self, rundir: Path, nodes: list[Node]) -> None:
+        self.rundir = rundir
+        self.nodes = nodes
+        self.agents: dict[str, UserAgent] = {}
+
+    def cli(self, *args: str, check: bool = True, timeout: float = 120,
+            ) -> subprocess.CompletedProcess[str]:
+        return trimaran(*args, "--dir", str(self.rundir), check=check, timeout=timeout)
+
+    def cli_json(self, *args: str) -> dict[str, object]:
+        value = json.loads(self.cli(*args, "--json").stdout)
+        assert isinstance(value, dict)
+        return value
+
+    def pool_nodes(self, pool: str) -> list[Node]:
+        return [n for n in self.nodes if n.pool == pool]
+
+    def add_users(self, pool: str, names: list[str]) -> None:
+        for name in names:
+            self.cli("user", "add", f"sip:{name}@{DOMAIN}", "--password", f"{name}-pw",
+                     "--pool", pool)
+
+    def writers(self, names: list[str], rate: float) -> Writers:
+        """Writers for `names`, trying every server of both pools."""
+        bases = [n.base for n in self.nodes]
+        return Writers([(f"sip:{n}@{DOMAIN}", n, f"{n}-pw") for n in names], bases,
+                       domain=DOMAIN, rate=rate)
+
+    async def sign_in(self, names: list[str], pool: str) -> None:
+        """Clients for `names`: home pool servers first, then the other pool's."""
+        home = [n.sip for n in self.pool_nodes(pool)]
+        others = [n.sip for n in self.nodes if n.pool != pool]
+        for name in names:
+            ua = UserAgent(UAConfig(aor=f"sip:{name}@{DOMAIN}", password=f"{name}-pw",
+                                    servers=tuple(home + others),
+                                    reregister_on_flow_loss=True))
+            await ua.start()
+            await ua.register()
+            self.agents[name] = ua
+
+    def on_pool(self, name: str, pool: str) -> bool:
+        """True when the user's client is registered on a server of `pool`."""
+        ua = self.agents[name]
+        server = ua.registered_server
+        addresses = {(n.address, n.sip_port) for n in self.pool_nodes(pool)}
+        return server is not None and (server.host, server.port) in addresses
+
+    async def close_agents(self) -> None:
+        for ua in self.agents.values():
+            await ua.close()
+        self.agents.clear()
+
+    async def contacts_on(self, pool: str, aor: str) -> set[str]:
+        """The user's contact list as stored by `pool` (admin API)."""
+        for node in self.pool_nodes(pool):
+            url = f"{node.base}/admin/contacts/{quote(aor, safe='')}"
+            limit = aiohttp.ClientTimeout(total=3)
+            try:
+                async with aiohttp.ClientSession(timeout=limit) as s, s.get(url) as resp:
+                    if resp.status == 404:
+                        return set()
+                    body = await resp.json()
+                    return {c["uri"] for c in body["contacts"]}
+            except (aiohttp.ClientError, OSError, TimeoutError):
+                continue
+        raise AssertionError(f"no server of {pool} answers")
+
+    def meeting_exists_on(self, pool: str) -> Callable[[str, str], Awaitable[bool]]:
+        """A check that a meeting exists in `pool`'s store (its organizer reads it)."""
+        from trimaran.client.xcap import XcapClient, XcapError
+
+        async def exists(aor: str, meeting_id: str) -> bool:
+            name = aor.split(":", 1)[1].split("@", 1)[0]
+            client = XcapClient(self.pool_nodes(pool)[0].base, aor, name, f"{name}-pw")
+            try:
+                await client.get_meeting(meeting_id)
+            except XcapError as exc:
+                if exc.status == 404:
+                    return False
+                raise
+            return True
+        return exists
+
+    def status(self, node: Node) -> dict[str, object]:
+        import urllib.request
+        with urllib.request.urlopen(f"{node.base}/status", timeout=2) as resp:
+            value = json.loads(resp.read())
+        assert isinstance(value, dict)
+        return value

@@ -1,0 +1,176 @@
+"""Pool pairing, the Backup Service, pool failover and failback, CMS failover, on a
+Standard Edition pair run as real processes (SPEC DR-2..DR-7, DR-9, DR-11).
+
+Site dc1 holds se1 (127.0.12.1), site dc2 se2 (127.0.12.2). The CMS starts on se1.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.drpair import DOMAIN, Node, Pair, trimaran, wait_for
+from trimaran.client.xcap import XcapClient, XcapError
+from trimaran.store.model import ContactEntry, ContactList
+
+pytestmark = pytest.mark.timeout(300)
+
+TOPOLOGY = """
+name: dr-se-pair
+sip_domain: trimaran.test
+sites:
+  - name: dc1
+  - name: dc2
+pools:
+  - name: se1
+    site: dc1
+    role: frontend
+    edition: standard
+    backup_pool: se2
+    servers:
+      - name: se1
+        address: 127.0.12.1
+  - name: se2
+    site: dc2
+    role: frontend
+    edition: standard
+    backup_pool: se1
+    servers:
+      - name: se2
+        address: 127.0.12.2
+"""
+SE1, SE2 = Node("se1", "se1", "127.0.12.1"), Node("se2", "se2", "127.0.12.2")
+A_USERS = [f"a{i}" for i in range(12)]
+B_USERS = [f"b{i}" for i in range(4)]
+
+
+@pytest.fixture
+async def pair(tmp_path: Path) -> AsyncIterator[Pair]:
+    topology = tmp_path / "topology.yaml"
+    topology.write_text(TOPOLOGY)
+    rundir = tmp_path / "run"
+    trimaran("up", str(topology), "--dir", str(rundir))
+    deployment = Pair(rundir, [SE1, SE2])
+    try:
+        deployment.add_users("se1", A_USERS)
+        deployment.add_users("se2", B_USERS)
+        yield deployment
+    finally:
+        await deployment.close_agents()
+        trimaran("down", "--dir", str(rundir), check=False)
+
+
+async def steady_backup(pair: Pair, pool: str) -> dict[str, object]:
+    """Wait for the pool's outgoing direction to be steady; return it."""
+    result: dict[str, object] = {}
+
+    async def steady() -> bool:
+        nonlocal result
+        result = pair.cli_json("backup", "status", pool)["directions"][0]  # type: ignore[index]
+        return result["state"] == "steady"
+    await wait_for(steady, 20, f"backup of {pool} steady")
+    return result
+
+
+async def test_disaster_failover_serves_users_on_the_backup_pool_and_failback_returns_them(
+        pair: Pair) -> None:
+    await pair.sign_in(A_USERS, "se1")
+    writers = pair.writers(A_USERS, rate=40)
+    writers.start()
+    await wait_for(lambda: _true(len(writers.stats.acked) >= 60), 30, "60 acknowledged writes")
+    direction = await steady_backup(pair, "se1")
+    assert float(direction["lag_seconds"]) <= 1.0        # DR-2 target at this load
+    lag_before = float(direction["lag_seconds"])
+
+    pair.cli("server", "kill", "se1")                   # site dc1 lost
+    killed_at = time.time()
+    refused = pair.cli("pool", "failover", "se1", "--disaster", check=False)
+    assert refused.returncode == 1 and "cms failover" in refused.stderr   # DR-5 refusal
+
+    command_at = time.monotonic()
+    pair.cli("cms", "failover", "--disaster")
+    pair.cli("pool", "failover", "se1", "--disaster")
+    rto = await wait_for(lambda: _true(all(pair.on_pool(n, "se2") for n in A_USERS)), 60,
+                         "every se1 user signed in on se2")
+    rto_from_command = time.monotonic() - command_at
+    assert rto_from_command <= 30.0, f"RTO {rto_from_command:.1f} s"          # DR-5 target
+    assert all(pair.agents[n].mode == "full" for n in A_USERS)
+    # full functionality on se2 for se1's users: new writes are acknowledged there
+    acked = len(writers.stats.acked)
+    await wait_for(lambda: _true(len(writers.stats.acked) >= acked + 30), 30,
+                   "writes acknowledged on se2")
+    await writers.stop()
+
+    # RPO: every write acknowledged before the kill minus the lag is on se2
+    lost = await writers.lost(lambda aor: pair.contacts_on("se2", aor),
+                              pair.meeting_exists_on("se2"), before=killed_at)
+    late = [a for a in lost if a.at < killed_at - max(1.0, lag_before) - 0.2]
+    assert not late, f"lost beyond the lag: {late[:5]}"
+    print(f"RTO from the commands {rto_from_command:.1f} s (sign-in {rto:.1f} s), "
+          f"lost within the lag: {len(lost)}")
+
+    # DR-7: se1 comes back fenced: it redirects its users and accepts none of their writes
+    pair.cli("server", "start", "se1")
+    client = XcapClient(SE1.base, f"sip:a0@{DOMAIN}", "a0", "a0-pw")
+    with pytest.raises(XcapError) as refused_write:
+        await client.put(ContactList(f"sip:a0@{DOMAIN}", (), (ContactEntry("sip:x@y"),)))
+    assert refused_write.value.status == 409
+    assert "served by pool se2" in str(refused_write.value)
+
+    # DR-6: failback brings everybody home with every change made on se2
+    acked = len(writers.stats.acked)
+    writers.start()
+    await wait_for(lambda: _true(len(writers.stats.acked) >= acked + 20), 30, "writes on se2")
+    await writers.stop()
+    pair.cli("pool", "failback", "se1")
+    await wait_for(lambda: _true(all(pair.on_pool(n, "se1") for n in A_USERS)), 60,
+                   "every se1 user back on se1")
+    lost_home = await writers.lost(lambda aor: pair.contacts_on("se1", aor),
+                                   pair.meeting_exists_on("se1"))
+    assert set(lost_home) <= set(lost), f"lost by the failback: {lost_home[:5]}"
+
+
+async def test_planned_failover_and_failback_lose_nothing(pair: Pair) -> None:
+    writers = pair.writers(A_USERS, rate=40)
+    writers.start()
+    await wait_for(lambda: _true(len(writers.stats.acked) >= 40), 30, "writes")
+    moved = pair.cli_json("cms", "failover")
+    assert moved["to"] == "se2"
+    assert pair.cli_json("cms", "status")["master"] == "se2"
+    result = pair.cli_json("pool", "failover", "se1")
+    steps = [s["step"] for s in result["steps"]]  # type: ignore[union-attr]
+    assert any("read-only" in s for s in steps) and any("final" in s for s in steps)
+    await wait_for(lambda: _true(len(writers.stats.acked) >= 120), 30, "writes continue")
+    pair.cli("pool", "failback", "se1")
+    await wait_for(lambda: _true(len(writers.stats.acked) >= 160), 30, "writes continue")
+    await writers.stop()
+    for pool in ("se1", "se2"):
+        lost = await writers.lost(lambda aor, p=pool: pair.contacts_on(p, aor),
+                                  pair.meeting_exists_on(pool))
+        assert lost == [], f"lost on {pool}: {lost[:5]}"
+
+
+async def test_order_rules_and_refusals_dr11(pair: Pair) -> None:
+    def refusal(*args: str) -> str:
+        result = pair.cli(*args, check=False)
+        assert result.returncode == 1, result.stdout
+        return result.stderr
+
+    assert "no Front End pool named 'nope'" in refusal("pool", "failover", "nope")
+    assert "not failed over" in refusal("pool", "failback", "se1")
+    assert "CMS master is on pool se1" in refusal("pool", "failover", "se1")
+    pair.cli("cms", "failover")
+    pair.cli("pool", "failover", "se1")
+    assert "already failed-over" in refusal("pool", "failover", "se1")
+    assert "DR-11" in refusal("pool", "failover", "se2", "--disaster")
+    assert "not failed over" in refusal("pool", "failback", "se2")
+    pair.cli("pool", "failback", "se1")
+    status = pair.status(SE2)
+    assert status["failover"]["se1"]["state"] == "normal"  # type: ignore[index]
+
+
+async def _true(value: bool) -> bool:
+    return value
