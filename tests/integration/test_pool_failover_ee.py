@@ -1,0 +1,111 @@
+"""Pool failover and failback of an Enterprise Edition pair (two pools of two servers,
+each with its own PostgreSQL Back End) with a whole site lost: SPEC DR-2, DR-5..DR-7."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.drpair import DOMAIN, Node, Pair, trimaran, wait_for
+from trimaran.client.xcap import XcapClient, XcapError
+from trimaran.store.model import ContactEntry, ContactList
+
+pytestmark = pytest.mark.timeout(420)
+
+TOPOLOGY = """
+name: dr-ee-pair
+sip_domain: trimaran.test
+sites:
+  - name: dc1
+  - name: dc2
+pools:
+  - name: fe1
+    site: dc1
+    role: frontend
+    edition: enterprise
+    backup_pool: fe2
+    servers:
+      - {name: fe1a, address: 127.0.14.11}
+      - {name: fe1b, address: 127.0.14.12}
+    backend:
+      principal: {address: 127.0.14.21, port: 5432}
+  - name: fe2
+    site: dc2
+    role: frontend
+    edition: enterprise
+    backup_pool: fe1
+    servers:
+      - {name: fe2a, address: 127.0.14.31}
+      - {name: fe2b, address: 127.0.14.32}
+    backend:
+      principal: {address: 127.0.14.41, port: 5432}
+"""
+NODES = [Node("fe1a", "fe1", "127.0.14.11"), Node("fe1b", "fe1", "127.0.14.12"),
+         Node("fe2a", "fe2", "127.0.14.31"), Node("fe2b", "fe2", "127.0.14.32")]
+USERS = [f"e{i}" for i in range(10)]
+
+
+@pytest.fixture
+async def pair(tmp_path: Path) -> AsyncIterator[Pair]:
+    topology = tmp_path / "topology.yaml"
+    topology.write_text(TOPOLOGY)
+    rundir = tmp_path / "run"
+    trimaran("up", str(topology), "--dir", str(rundir), timeout=180)
+    deployment = Pair(rundir, NODES)
+    try:
+        deployment.add_users("fe1", USERS)
+        yield deployment
+    finally:
+        await deployment.close_agents()
+        trimaran("down", "--dir", str(rundir), check=False, timeout=180)
+
+
+async def test_site_loss_failover_and_failback_of_an_enterprise_pool(pair: Pair) -> None:
+    await pair.sign_in(USERS, "fe1")
+    writers = pair.writers(USERS, rate=30)
+    writers.start()
+    await wait_for(lambda: _true(len(writers.stats.acked) >= 40), 30, "acknowledged writes")
+
+    async def steady() -> bool:
+        direction = pair.cli_json("backup", "status", "fe1")["directions"][0]  # type: ignore[index]
+        return direction["state"] == "steady" and float(direction["lag_seconds"]) <= 1.0
+    await wait_for(steady, 20, "backup of fe1 steady with lag <= 1 s")
+
+    pair.cli("site", "fail", "dc1")
+    lost_at = time.time()
+    started = time.monotonic()
+    pair.cli("cms", "failover", "--disaster")
+    pair.cli("pool", "failover", "fe1", "--disaster")
+    await wait_for(lambda: _true(all(pair.on_pool(n, "fe2") for n in USERS)), 60,
+                   "every fe1 user signed in on fe2")
+    assert time.monotonic() - started <= 30.0                                   # DR-5
+    acked = len(writers.stats.acked)
+    await wait_for(lambda: _true(len(writers.stats.acked) >= acked + 20), 30,
+                   "writes acknowledged on fe2")
+    await writers.stop()
+    lost = await writers.lost(lambda aor: pair.contacts_on("fe2", aor),
+                              pair.meeting_exists_on("fe2"), before=lost_at)
+    assert all(a.at >= lost_at - 1.5 for a in lost), f"lost beyond the lag: {lost[:5]}"
+
+    pair.cli("site", "restore", "dc1", timeout=180)
+    fenced = XcapClient(NODES[0].base, f"sip:e0@{DOMAIN}", "e0", "e0-pw")
+    with pytest.raises(XcapError) as refused:
+        await fenced.put(ContactList(f"sip:e0@{DOMAIN}", (), (ContactEntry("sip:x@y"),)))
+    assert refused.value.status == 409                                          # DR-7
+
+    writers.start()
+    await wait_for(lambda: _true(len(writers.stats.acked) >= acked + 40), 30, "writes on fe2")
+    await writers.stop()
+    pair.cli("pool", "failback", "fe1")
+    await wait_for(lambda: _true(all(pair.on_pool(n, "fe1") for n in USERS)), 60,
+                   "every fe1 user back home")
+    home = await writers.lost(lambda aor: pair.contacts_on("fe1", aor),
+                              pair.meeting_exists_on("fe1"))
+    assert set(home) <= set(lost), f"lost by the failback: {home[:5]}"
+
+
+async def _true(value: bool) -> bool:
+    return value
