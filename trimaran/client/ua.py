@@ -3,8 +3,10 @@
 It behaves like a real client: it registers with digest authentication and
 keeps the registration fresh, tries the next server of its list when one does
 not answer (SPEC FE-1), re-registers when its TCP flow dies (RFC 5626 CRLF
-keepalive notices a silent server), sends and receives MESSAGE, subscribes
-and publishes presence, and makes and answers calls.
+keepalive notices a silent server), follows redirects of its REGISTER to the
+servers that serve it now (RFC 3261 §8.1.3.4: a pool whose users moved to its
+paired pool, or a Director, answers 301/302 with the servers to use), sends and
+receives MESSAGE, subscribes and publishes presence, and makes and answers calls.
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ from dataclasses import dataclass, field
 from trimaran.client.auth import DigestClient
 from trimaran.client.dialogs import Call, CallFailed, CallState, Subscription
 from trimaran.net.endpoint import IncomingRequest, SipEndpoint
+from trimaran.net.flows import is_ip_literal
 from trimaran.net.transport import Address, Flow, TransportConfig
 from trimaran.sip.dialog import Dialog
+from trimaran.sip.errors import SipParseError
 from trimaran.sip.headers import Headers, NameAddr
 from trimaran.sip.ids import new_call_id, new_tag
 from trimaran.sip.message import Request, Response
@@ -34,6 +38,20 @@ ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE, NOTIFY, SUBSCRIBE, PUBLISH,
 NO_ANSWER = (408, 503)  # synthetic responses for a server that does not answer
 RESENDABLE = frozenset({"MESSAGE", "OPTIONS", "PUBLISH", "SUBSCRIBE"})
 RESEND_WAIT = 10.0      # how long a request lost in transit waits for re-registration
+REDIRECTS = frozenset({300, 301, 302})  # answers to REGISTER whose Contacts say where to go
+MODE_HEADER = "X-Trimaran-Mode"         # "full" or "resiliency", on a registrar's 2xx
+
+
+class RedirectError(Exception):
+    """A redirect of our REGISTER that cannot be followed (no usable Contact)."""
+
+    def __init__(self, message: str, response: Response) -> None:
+        super().__init__(message)
+        self.response = response
+
+
+class RedirectLoop(RedirectError):
+    """More redirects in a row than `UAConfig.max_redirects`, without a 2xx."""
 
 
 def uri_address(uri: URI, transport: str) -> Address:
@@ -41,6 +59,37 @@ def uri_address(uri: URI, transport: str) -> Address:
     host = uri.host[1:-1] if uri.host.startswith("[") else uri.host
     port = uri.port or (5061 if uri.scheme == "sips" else 5060)
     return Address(uri.param("transport") or transport, host, port)
+
+
+def redirect_targets(response: Response, transport: str) -> tuple[Address, ...]:
+    """The servers a 3xx sends us to: its usable Contacts, highest q first (§21.3).
+
+    Usable: a sip: or sips: URI whose host is an IP literal (Trimaran does not resolve
+    names); anything else (tel:, a name, an unparsable value) is ignored. A Contact
+    without `transport=` keeps `transport`; a missing or malformed q counts as 1 or 0.
+    """
+    ranked: list[tuple[float, Address]] = []
+    for value in response.headers.get_all("Contact"):
+        try:
+            contact = NameAddr.parse(value)
+        except SipParseError:
+            continue
+        uri = contact.uri
+        if uri.scheme not in ("sip", "sips") or not uri.host or not is_ip_literal(uri.host):
+            continue
+        q_text = contact.param("q")
+        try:
+            q = 1.0 if q_text is None else float(q_text)
+        except ValueError:
+            q = 0.0
+        address = uri_address(uri, transport)
+        ranked.append((q, Address(address.transport.lower(), address.host, address.port)))
+    ranked.sort(key=lambda item: -item[0])  # stable: equal q keep the server's order
+    targets: list[Address] = []
+    for _, address in ranked:
+        if address not in targets:
+            targets.append(address)
+    return tuple(targets)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +119,7 @@ class UAConfig:
     keepalive_timeout: float = 10.0
     retry_jitter: float = 0.2         # random delay before re-registering after a flow loss
     retry_backoff_max: float = 4.0    # cap of the exponential backoff between attempts
+    max_redirects: int = 5            # redirects followed in a row before RedirectLoop
     timers: TimerConfig = field(default_factory=TimerConfig)
 
     def __post_init__(self) -> None:
@@ -77,6 +127,8 @@ class UAConfig:
             raise ValueError("servers: at least one server address is needed")
         if self.expires < 0:
             raise ValueError("expires must be >= 0")
+        if self.max_redirects < 0:
+            raise ValueError("max_redirects must be >= 0")
 
 
 class UserAgent:
@@ -98,6 +150,11 @@ class UserAgent:
         self.subscriptions: dict[str, Subscription] = {}
         self.registered = asyncio.Event()
         self.on_registered: Callable[[Address], None] | None = None
+        #: The server that accepted our registration (None while not registered).
+        self.registered_server: Address | None = None
+        #: The `X-Trimaran-Mode` of the last 2xx to REGISTER: "full" or "resiliency".
+        self.mode: str | None = None
+        self._servers: tuple[Address, ...] = config.servers
         self._server_index = 0
         self._reg_call_id = ""
         self._reg_cseq = 0
@@ -128,7 +185,31 @@ class UserAgent:
     @property
     def server(self) -> Address:
         """The server currently used (outbound proxy and registrar)."""
-        return self.config.servers[self._server_index % len(self.config.servers)]
+        return self._servers[self._server_index % len(self._servers)]
+
+    @property
+    def servers(self) -> tuple[Address, ...]:
+        """The server list in use: the configured one, or where a redirect sent us."""
+        return self._servers
+
+    @property
+    def home_servers(self) -> tuple[Address, ...]:
+        """The configured server list (`UAConfig.servers`)."""
+        return self.config.servers
+
+    @property
+    def redirected(self) -> bool:
+        """True while a redirect has replaced the configured server list."""
+        return self._servers != self.config.servers
+
+    def reset_servers(self) -> None:
+        """Go back to the configured server list; the next `register()` goes there.
+
+        The registration held elsewhere stays until it expires or the application
+        unregisters it first.
+        """
+        self._servers = self.config.servers
+        self._server_index = 0
 
     @property
     def transport(self) -> str:
@@ -169,7 +250,7 @@ class UserAgent:
                        failover: bool = False,
                        **callbacks: Callable[[Response, Flow | None], None]) -> Exchange:
         """Like `send`, returning the request finally sent and the flow it left by."""
-        attempts = len(self.config.servers) if failover else 1
+        attempts = len(self._servers) if failover else 1
         exchange: Exchange | None = None
         for _ in range(attempts):
             exchange = await self._send_authenticated(request, target or self.server, callbacks)
@@ -236,17 +317,22 @@ class UserAgent:
 
     # -- registration ----------------------------------------------------------
     async def register(self, expires: int | None = None) -> Response:
-        """REGISTER our contact (trying the servers in order); refresh it while registered."""
+        """REGISTER our contact (trying the servers in order); refresh it while registered.
+
+        A 301/302 (or 300) is followed (RFC 3261 §8.1.3.4): its Contacts, in q order,
+        become our server list and we register there at once; that list stays ours
+        from then on (`reset_servers` goes back to `home_servers`). If the chain of
+        redirects fails — more than `max_redirects` in a row (`RedirectLoop`), a 3xx
+        without a usable Contact (`RedirectError`), or no 2xx at its end — the list
+        is the one we had before the chain.
+        """
         expires = self.config.expires if expires is None else expires
-        exchange = await self.transact(self.register_request(expires), failover=True)
+        exchange = await self._register_following_redirects(expires)
         response = exchange.response
-        minimum = (response.headers.get("Min-Expires") or "").strip()
-        if response.status == 423 and minimum.isdigit():
-            exchange = await self.transact(self.register_request(max(int(minimum), expires)),
-                                           failover=True)
-            response = exchange.response
         if 200 <= response.status < 300 and expires > 0:
             self._reg_flow = exchange.flow
+            self.registered_server = self.server
+            self.mode = (response.headers.get(MODE_HEADER) or "").strip().lower() or None
             self.registered.set()
             if self.on_registered is not None:
                 self.on_registered(self.server)
@@ -255,7 +341,39 @@ class UserAgent:
                 self._schedule_refresh(granted)
         elif expires == 0:
             self.registered.clear()
+            self.registered_server = None
         return response
+
+    async def _register_following_redirects(self, expires: int) -> Exchange:
+        """REGISTER through the server list; follow redirects; retry once on 423."""
+        before = (self._servers, self._server_index)
+        redirects = 0
+        while True:
+            exchange = await self.transact(self.register_request(expires), failover=True)
+            response = exchange.response
+            minimum = (response.headers.get("Min-Expires") or "").strip()
+            if response.status == 423 and minimum.isdigit():
+                exchange = await self.transact(
+                    self.register_request(max(int(minimum), expires)), failover=True)
+                response = exchange.response
+            if response.status not in REDIRECTS:
+                if redirects and not 200 <= response.status < 300:
+                    self._servers, self._server_index = before
+                return exchange
+            redirects += 1
+            source = self.server
+            targets = redirect_targets(response, self.transport)
+            if not targets:
+                self._servers, self._server_index = before
+                raise RedirectError(f"{self.aor}: {response.status} {response.reason} from "
+                                    f"{source} has no usable Contact", response)
+            if redirects > self.config.max_redirects:
+                self._servers, self._server_index = before
+                raise RedirectLoop(f"{self.aor}: more than {self.config.max_redirects} "
+                                   f"redirects in a row (last from {source})", response)
+            log.info("%s: %s %s from %s; registering at %s", self.aor, response.status,
+                     response.reason, source, ", ".join(map(str, targets)))
+            self._servers, self._server_index = targets, 0
 
     def register_request(self, expires: int) -> Request:
         """A REGISTER of our contact for `expires` seconds (not yet sent)."""
@@ -285,7 +403,12 @@ class UserAgent:
 
         async def refresh() -> None:
             await asyncio.sleep(delay)
-            await self.register()
+            try:
+                await self.register()
+            except RedirectError as exc:
+                # Keep trying, like after a lost flow, rather than let the binding lapse.
+                log.warning("%s: refresh redirected nowhere usable: %s", self.aor, exc)
+                await self._reregister()
 
         self._refresh_task = asyncio.ensure_future(refresh())
 
@@ -312,6 +435,7 @@ class UserAgent:
             log.info("%s: registration flow lost (%s); re-registering", self.aor, reason)
             self._reg_flow = None
             self.registered.clear()
+            self.registered_server = None
             self._server_index += 1
             if self._refresh_task is not None:
                 self._refresh_task.cancel()
@@ -319,17 +443,27 @@ class UserAgent:
 
     async def _reregister(self) -> None:
         """Register again after losing the flow: jitter, then the server list in order,
-        with exponential backoff while every server refuses (FE-1, FE-2)."""
+        with exponential backoff while every server refuses (FE-1, FE-2); redirects are
+        followed, and a redirected list where nobody answers gives way to the home one."""
         attempt = 0
         while not self._closed:
             await asyncio.sleep(random.uniform(0, self.config.retry_jitter))
-            response = await self.register()
-            if 200 <= response.status < 300:
-                return
+            try:
+                response = await self.register()
+            except RedirectError as exc:
+                status: object = exc
+            else:
+                if 200 <= response.status < 300:
+                    return
+                status = response.status
+                if status in NO_ANSWER and self.redirected:
+                    # Nobody answers where a redirect sent us: ask home again (it
+                    # serves us, or redirects us to wherever its users are now).
+                    self.reset_servers()
             attempt += 1
             backoff = min(self.config.retry_backoff_max, 0.1 * 2 ** attempt)
             log.info("%s: re-registration failed (%s); retrying in %.2f s", self.aor,
-                     response.status, backoff)
+                     status, backoff)
             await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
 
     # -- instant messages, presence ------------------------------------------------
