@@ -16,7 +16,6 @@ Registrar responses say which with `X-Trimaran-Mode`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import logging
 import time
@@ -43,6 +42,7 @@ from trimaran.roles.frontend.registrar import (
     plan_register,
 )
 from trimaran.roles.frontend.routing import Router
+from trimaran.roles.frontend.upkeep import Upkeep
 from trimaran.sip.errors import SipParseError
 from trimaran.sip.headers import Headers
 from trimaran.sip.ids import new_tag
@@ -50,7 +50,7 @@ from trimaran.sip.message import Request
 from trimaran.sip.transaction import TransactionError
 from trimaran.sip.uri import URI
 from trimaran.store.base import Store, StoreError, StoreUnavailable
-from trimaran.store.model import Binding, Heartbeat
+from trimaran.store.model import Binding
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ class FrontEndServer:
         self.endpoint = SipEndpoint(
             on_request=self._on_request, timers=config.timers,
             transport_config=TransportConfig(limits=config.limits),
-            on_flow_closed=self._on_flow_closed)
+            on_flow_closed=lambda flow, reason: self.upkeep.on_flow_closed(flow, reason))
         self.auth = RequestAuthenticator(store, config.domain, config.secret, config.nonce_ttl,
                                          config.digest_algorithms,
                                          names_this_server=self._is_this_server,
@@ -91,6 +91,7 @@ class FrontEndServer:
             default_expires=config.presence_expires, min_expires=config.min_expires,
             max_expires=config.max_expires, reach=self._reach_flow)
         self.peers = PeerLink(self)
+        self.upkeep = Upkeep(self)
         self.presence.on_change = self.peers.broadcast_presence
         self.membership: PoolMembership | None = None
         if config.peers:
@@ -110,12 +111,12 @@ class FrontEndServer:
             if dr.backup is not None:
                 dr.backup.is_shipper = self.is_shipper
         self.contact_flows: dict[str, str] = {}                # contact URI -> local flow id
-        self._outbound: dict[str, set[tuple[str, str]]] = {}   # flow id -> {(aor, key)}
+        self.outbound: dict[str, set[tuple[str, str]]] = {}   # flow id -> {(aor, key)}
         self._tasks: set[asyncio.Task[None]] = set()
         self._housekeeping: asyncio.Task[None] | None = None
         self._membership_task: asyncio.Task[None] | None = None
         self._started_at = 0.0
-        self._bindings_count = 0
+        self.bindings_count = 0
         self.mode = "full"
         self.draining = False
         self.admin_address: tuple[str, int] | None = None
@@ -131,9 +132,9 @@ class FrontEndServer:
         if self.dr is not None:  # DR-7: know the failover records before serving users
             await self.dr.start()
         self._started_at = self.wall_clock()
-        self._housekeeping = asyncio.ensure_future(self._housekeeping_loop())
+        self._housekeeping = asyncio.ensure_future(self.upkeep.housekeeping_loop())
         if self.membership is not None:
-            self._membership_task = asyncio.ensure_future(self._membership_loop())
+            self._membership_task = asyncio.ensure_future(self.upkeep.membership_loop())
         log.info("front end %s of pool %s serving SIP on %s:%s", cfg.server, cfg.pool,
                  cfg.host, port)
 
@@ -161,7 +162,7 @@ class FrontEndServer:
             "version": VERSION, "server": self.config.server, "role": "frontend",
             "pool": self.config.pool, "mode": self.mode, "draining": self.draining,
             "uptime": round(self.wall_clock() - self._started_at, 1),
-            "bindings": self._bindings_count,
+            "bindings": self.bindings_count,
             "flows": self.endpoint.transport.statistics().open_connections,
             "subscriptions": len(self.presence.watches),
             "transactions": stats.client_transactions + stats.server_transactions}
@@ -199,11 +200,11 @@ class FrontEndServer:
             log.warning("draining: refusing sign-ins, closing client flows in %.1f s",
                         self.config.drain_grace)
             self.spawn(self._close_client_flows_later())
-        return {"draining": True, "bindings": self._bindings_count}
+        return {"draining": True, "bindings": self.bindings_count}
 
     async def _close_client_flows_later(self) -> None:
         await asyncio.sleep(self.config.drain_grace)
-        for flow_id in list(self._outbound):
+        for flow_id in list(self.outbound):
             flow = self.endpoint.transport.flow(flow_id)
             if flow is not None:
                 await self.endpoint.transport.close_flow(flow, drain_timeout=1.0)
@@ -225,7 +226,7 @@ class FrontEndServer:
             self.metrics.bad_message()
             self.reply(incoming, exc.status_hint, exc.reason[:100])
         except StoreUnavailable as exc:
-            self._enter_resiliency(str(exc))
+            self.enter_resiliency(str(exc))
             self.metrics.store_error()
             self.reply(incoming, 503, "Service Unavailable (back end unreachable)",
                        headers=Headers([("Retry-After", RETRY_AFTER)]))
@@ -250,7 +251,7 @@ class FrontEndServer:
         except TransactionError:
             log.debug("%s already answered", incoming.request.method)
 
-    def _enter_resiliency(self, why: str) -> None:
+    def enter_resiliency(self, why: str) -> None:
         if self.mode != "resiliency":
             log.warning("entering resiliency mode: back end unreachable (%s)", why)
             self.mode = "resiliency"
@@ -287,7 +288,7 @@ class FrontEndServer:
             try:
                 bindings = await self.store.bindings.for_aor(aor, now=now)
             except StoreUnavailable as exc:
-                self._enter_resiliency(str(exc))
+                self.enter_resiliency(str(exc))
                 bindings = self.cache.get(aor, now)
             else:
                 self.cache.remember(aor, bindings)
@@ -342,7 +343,7 @@ class FrontEndServer:
             bindings = await self.store.bindings.apply(user, upsert=upsert, remove=remove,
                                                       now=now)
         except StoreUnavailable as exc:
-            self._enter_resiliency(str(exc))
+            self.enter_resiliency(str(exc))
             return self.cache.apply(user, upsert, remove, now)
         self.cache.remember(user, bindings)
         return bindings
@@ -356,7 +357,7 @@ class FrontEndServer:
         for binding in upsert:
             self.contact_flows[binding.contact] = binding.flow_id
             if binding.reg_id is not None and flow.reliable:
-                self._outbound.setdefault(binding.flow_id, set()).add((user, binding.key))
+                self.outbound.setdefault(binding.flow_id, set()).add((user, binding.key))
 
     # -- requests routed to users -------------------------------------------------
     async def _handle_invite(self, incoming: IncomingRequest) -> None:
@@ -439,7 +440,7 @@ class FrontEndServer:
             aor = URI("sip", uri.user, None, self.config.domain).aor
             user = await self.store.users.get(aor)
         except StoreUnavailable as exc:
-            self._enter_resiliency(str(exc))
+            self.enter_resiliency(str(exc))
             aor = URI("sip", uri.user, None, self.config.domain).aor
             return aor if self.cache.knows(aor) else None
         return user.aor if user is not None and user.enabled else None
@@ -605,118 +606,12 @@ class FrontEndServer:
     def _users_moved(self, pools: set[str]) -> None:
         """The failover records moved `pools`' users: close the flows of users no longer
         served here so their clients re-register (and are redirected)."""
-        self.spawn(self._close_moved_flows())
-
-    async def _close_moved_flows(self) -> None:
-        assert self.dr is not None
-        closing = []
-        for flow_id, bindings in list(self._outbound.items()):
-            for aor, _ in bindings:
-                if not (await self.dr.homing.standing(aor)).serve:
-                    closing.append(flow_id)
-                    break
-        if closing:
-            log.warning("closing %d client flow(s) of users now served by another pool",
-                        len(closing))
-        for flow_id in closing:
-            flow = self.endpoint.transport.flow(flow_id)
-            if flow is not None:
-                await self.endpoint.transport.close_flow(flow, drain_timeout=0.5)
+        self.spawn(self.upkeep.close_moved_flows())
 
     # -- background ---------------------------------------------------------------
     async def _contacts_changed(self, owner: str) -> None:
         """A contact list changed: watchers' authorization may have changed."""
         await self.presence.notify_all(owner)
-
-    def _on_flow_closed(self, flow: Flow, reason: str) -> None:
-        for contact in [c for c, f in self.contact_flows.items() if f == flow.id]:
-            del self.contact_flows[contact]
-        outbound = self._outbound.pop(flow.id, None)
-        if outbound and reason != "shutdown" and not self.draining:
-            # When we shut down or drain, the clients move by themselves; their bindings
-            # stay routable (requests are retried on fresh bindings) until they have.
-            self.spawn(self._drop_flow_bindings(outbound, flow, reason))
-
-    async def _drop_flow_bindings(self, bindings: set[tuple[str, str]], flow: Flow,
-                                  reason: str) -> None:
-        """RFC 5626 §5.2: outbound bindings registered over a failed flow are invalid."""
-        log.info("flow %s closed (%s): dropping %d outbound binding(s)", flow.id, reason,
-                 len(bindings))
-        now = self.wall_clock()
-        for aor in sorted({aor for aor, _ in bindings}):
-            keys = {key for a, key in bindings if a == aor}
-            try:
-                before = await self.store.bindings.for_aor(aor, now=now)
-                stale = tuple(b.key for b in before if b.key in keys and b.flow_id == flow.id)
-                after = await self.store.bindings.apply(aor, upsert=(), remove=stale, now=now)
-            except StoreUnavailable:
-                self.cache.apply(aor, (), tuple(keys), now)
-                continue
-            self.cache.remember(aor, after)
-            if before and not after:
-                self.presence.schedule_notify(aor)
-
-    async def _membership_loop(self) -> None:
-        """Heartbeats and peer pings on their own cadence: a slow store never delays them
-        (else a Back End outage would look like this server freezing)."""
-        assert self.membership is not None
-        while True:
-            for decision in await self.membership.tick():
-                if decision.action == "rejoin":
-                    await self._rejoin()
-                elif decision.action == "declare-dead":
-                    self.cache.forget_server(decision.server)
-                    self.spawn(self.peers.abandon(decision.server))
-            await asyncio.sleep(self.config.heartbeat_interval)
-
-    async def _housekeeping_loop(self) -> None:
-        while True:
-            await self._housekeeping_tick()
-            await asyncio.sleep(self.config.housekeeping_interval)
-
-    async def _housekeeping_tick(self) -> None:
-        try:
-            now = self.wall_clock()
-            if self.cache.dirty:
-                await self._write_back(now)
-            await self.store.bindings.purge_expired(now=now)
-            self._bindings_count = await self.store.bindings.count(
-                now=now, server=self.config.server)
-            self.metrics.set_registered_bindings(self._bindings_count)
-            if self.membership is None:
-                await self.store.heartbeats.beat(Heartbeat(self.config.server,
-                                                           self.config.pool, now))
-            if self.mode != "full":
-                log.warning("back end reachable again: leaving resiliency mode")
-                self.mode = "full"
-        except StoreUnavailable as exc:
-            self._enter_resiliency(str(exc))
-        await self.presence.expire()
-        self.metrics.set_active_subscriptions(len(self.presence.watches))
-
-    async def _write_back(self, now: float) -> None:
-        """Registrations accepted in resiliency mode go to the store once it is back."""
-        for aor in sorted(self.cache.dirty):
-            local = [b for b in self.cache.get(aor, now) if b.server == self.config.server]
-            await self.store.bindings.apply(aor, upsert=local, remove=(), now=now)
-            self.cache.dirty.discard(aor)
-        log.info("wrote back registrations accepted in resiliency mode")
-
-    async def _rejoin(self) -> None:
-        """We were silent longer than the detection bound: peers declared us dead, our
-        clients moved. Drop local state so nothing stale is served (FE-3)."""
-        log.warning("rejoining the pool: closing %d client flow(s) and dropping caches",
-                    len(self._outbound))
-        self.cache.clear()
-        self.contact_flows.clear()
-        flows = list(self._outbound)
-        self._outbound.clear()
-        for flow_id in flows:
-            flow = self.endpoint.transport.flow(flow_id)
-            if flow is not None:
-                await self.endpoint.transport.close_flow(flow, drain_timeout=0.5)
-        with contextlib.suppress(StoreUnavailable):
-            await self.store.bindings.purge_server(self.config.server)
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run `coro` in the background, keeping a reference."""
