@@ -16,7 +16,7 @@ from urllib.parse import quote
 import aiohttp
 
 from trimaran.client.ua import UAConfig, UserAgent
-from trimaran.client.writes import Writers
+from trimaran.client.writes import Ack, Writers
 from trimaran.net.transport import Address
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -91,10 +91,35 @@ class Pair:
                      "--pool", pool)
 
     def writers(self, names: list[str], rate: float) -> Writers:
-        """Writers for `names`, trying every server of both pools."""
+        """Writers for `names`, trying every server of both pools; users with a client
+        also publish presence."""
         bases = [n.base for n in self.nodes]
+        agents = {f"sip:{n}@{DOMAIN}": ua for n, ua in self.agents.items()}
         return Writers([(f"sip:{n}@{DOMAIN}", n, f"{n}-pw") for n in names], bases,
-                       domain=DOMAIN, rate=rate)
+                       domain=DOMAIN, rate=rate, agents=agents)
+
+    async def presence_on(self, pool: str, aor: str) -> str:
+        """The text of the user's current presence documents on `pool` (admin API)."""
+        for node in self.pool_nodes(pool):
+            url = f"{node.base}/admin/presence/{quote(aor, safe='')}"
+            limit = aiohttp.ClientTimeout(total=3)
+            try:
+                async with aiohttp.ClientSession(timeout=limit) as s, s.get(url) as resp:
+                    if resp.status == 404:
+                        return ""
+                    body = await resp.json()
+                    return "".join(p["body"] for p in body["publications"])
+            except (aiohttp.ClientError, OSError, TimeoutError):
+                continue
+        raise AssertionError(f"no server of {pool} answers")
+
+    async def lost_on(self, writers: Writers, pool: str,
+                      before: float | None = None) -> list[Ack]:
+        """Acknowledged writes (before `before`) missing on `pool`: contacts, meetings,
+        presence."""
+        return await writers.lost(lambda aor: self.contacts_on(pool, aor),
+                                  self.meeting_exists_on(pool), before=before,
+                                  presence_of=lambda aor: self.presence_on(pool, aor))
 
     async def sign_in(self, names: list[str], pool: str) -> None:
         """Clients for `names`: home pool servers first, then the other pool's."""

@@ -85,6 +85,8 @@ async def test_disaster_failover_serves_users_on_the_backup_pool_and_failback_re
     assert float(direction["lag_seconds"]) <= 1.0        # DR-2 target at this load
     lag_before = float(direction["lag_seconds"])
 
+    kinds = {a.kind for a in writers.stats.acked}
+    assert kinds == {"contact", "meeting", "presence"}, kinds
     pair.cli("server", "kill", "se1")                   # site dc1 lost
     killed_at = time.time()
     await writers.stop()   # so that no later write re-sends (and hides) a lost contact
@@ -100,8 +102,7 @@ async def test_disaster_failover_serves_users_on_the_backup_pool_and_failback_re
     assert rto_from_command <= 30.0, f"RTO {rto_from_command:.1f} s"          # DR-5 target
     assert all(pair.agents[n].mode == "full" for n in A_USERS)
     # RPO: every write acknowledged before the kill minus the lag is on se2
-    lost = await writers.lost(lambda aor: pair.contacts_on("se2", aor),
-                              pair.meeting_exists_on("se2"))
+    lost = await pair.lost_on(writers, "se2")
     late = [a for a in lost if a.at < killed_at - max(1.0, lag_before) - 0.2]
     assert not late, f"lost beyond the lag: {late[:5]}"
     print(f"RTO from the commands {rto_from_command:.1f} s (sign-in {rto:.1f} s), "
@@ -129,12 +130,12 @@ async def test_disaster_failover_serves_users_on_the_backup_pool_and_failback_re
     pair.cli("pool", "failback", "se1")
     await wait_for(lambda: _true(all(pair.on_pool(n, "se1") for n in A_USERS)), 60,
                    "every se1 user back on se1")
-    lost_home = await writers.lost(lambda aor: pair.contacts_on("se1", aor),
-                                   pair.meeting_exists_on("se1"))
+    lost_home = await pair.lost_on(writers, "se1")
     assert set(lost_home) <= set(lost), f"lost by the failback: {lost_home[:5]}"
 
 
 async def test_planned_failover_and_failback_lose_nothing(pair: Pair) -> None:
+    await pair.sign_in(A_USERS, "se1")
     writers = pair.writers(A_USERS, rate=40)
     writers.start()
     await wait_for(lambda: _true(len(writers.stats.acked) >= 40), 30, "writes")
@@ -148,9 +149,9 @@ async def test_planned_failover_and_failback_lose_nothing(pair: Pair) -> None:
     pair.cli("pool", "failback", "se1")
     await wait_for(lambda: _true(len(writers.stats.acked) >= 160), 30, "writes continue")
     await writers.stop()
+    pair.cli("backup", "sync", "se1")
     for pool in ("se1", "se2"):
-        lost = await writers.lost(lambda aor, p=pool: pair.contacts_on(p, aor),
-                                  pair.meeting_exists_on(pool))
+        lost = await pair.lost_on(writers, pool)
         assert lost == [], f"lost on {pool}: {lost[:5]}"
 
 

@@ -74,6 +74,8 @@ async def test_site_loss_failover_and_failback_of_an_enterprise_pool(pair: Pair)
         return direction["state"] == "steady" and float(direction["lag_seconds"]) <= 1.0
     await wait_for(steady, 20, "backup of fe1 steady with lag <= 1 s")
 
+    kinds = {a.kind for a in writers.stats.acked}
+    assert kinds == {"contact", "meeting", "presence"}, kinds
     pair.cli("site", "fail", "dc1")
     lost_at = time.time()
     await writers.stop()   # so that no later write re-sends (and hides) a lost contact
@@ -83,8 +85,7 @@ async def test_site_loss_failover_and_failback_of_an_enterprise_pool(pair: Pair)
     await wait_for(lambda: _true(all(pair.on_pool(n, "fe2") for n in USERS)), 60,
                    "every fe1 user signed in on fe2")
     assert time.monotonic() - started <= 30.0                                   # DR-5
-    lost = await writers.lost(lambda aor: pair.contacts_on("fe2", aor),
-                              pair.meeting_exists_on("fe2"))
+    lost = await pair.lost_on(writers, "fe2")
     assert all(a.at >= lost_at - 1.5 for a in lost), f"lost beyond the lag: {lost[:5]}"
     acked = len(writers.stats.acked)
     writers.start()
@@ -104,8 +105,7 @@ async def test_site_loss_failover_and_failback_of_an_enterprise_pool(pair: Pair)
     pair.cli("pool", "failback", "fe1")
     await wait_for(lambda: _true(all(pair.on_pool(n, "fe1") for n in USERS)), 60,
                    "every fe1 user back home")
-    home = await writers.lost(lambda aor: pair.contacts_on("fe1", aor),
-                              pair.meeting_exists_on("fe1"))
+    home = await pair.lost_on(writers, "fe1")
     assert set(home) <= set(lost), f"lost by the failback: {home[:5]}"
 
 

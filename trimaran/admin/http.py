@@ -11,6 +11,8 @@ Endpoints (every error is JSON ``{"error": "..."}``):
                                                        PUT answers 201 (the list was empty)
                                                        or 200 with {owner, groups, contacts}
 ``GET /admin/contacts/{aor}``                          any user's contact list as JSON
+``GET /admin/presence/{aor}``                          any user's current presence
+                                                       publications as JSON
 ``PUT|GET /conf/meetings/{id}``                        a meeting (JSON {subject, attendees,
                                                        expires_at}); HTTP Digest, organizer
 ``PUT /conf/meetings/{id}/content/{name}``             a file of the meeting (bytes, stored
@@ -68,6 +70,7 @@ ACCEPTED_PUT_TYPES = frozenset({CONTENT_TYPE, "application/xml"})
 
 XCAP_PATH = "/xcap/resource-lists/users/{aor}/index"
 ADMIN_CONTACTS_PATH = "/admin/contacts/{aor}"
+ADMIN_PRESENCE_PATH = "/admin/presence/{aor}"
 MEETING_PATH = "/conf/meetings/{id}"
 MEETING_CONTENT_PATH = "/conf/meetings/{id}/content/{name}"
 #: Largest meeting content file.
@@ -223,6 +226,7 @@ class AdminServer:
             ("/metrics", "metrics", (("GET", self._metrics),)),
             (XCAP_PATH, "xcap", (("GET", self._xcap_get), ("PUT", self._xcap_put))),
             (ADMIN_CONTACTS_PATH, "admin", (("GET", self._admin_contacts),)),
+            (ADMIN_PRESENCE_PATH, "admin-presence", (("GET", self._admin_presence),)),
             ("/admin/drain", "admin-drain", (("POST", self._admin_drain),)),
             (MEETING_PATH, "meeting", (("GET", self._meeting_get), ("PUT", self._meeting_put))),
             (MEETING_CONTENT_PATH, "meeting-content", (("PUT", self._meeting_content_put),)),
@@ -367,6 +371,18 @@ class AdminServer:
         contact_list = await self._ctx.store.contacts.get(owner)
         return _json(_contact_list_json(contact_list), headers=(("Cache-Control", "no-store"),))
 
+
+    async def _admin_presence(self, request: web.Request) -> web.Response:
+        self._require_token(request)
+        owner = _owner(request)
+        if await self._ctx.store.users.get(owner) is None:
+            raise HttpError(404, f"no such user: {owner}")
+        publications = await self._ctx.store.presence.publications(
+            owner, "presence", now=self._ctx.wall_clock())
+        return _json({"aor": owner, "publications": [
+            {"etag": p.etag, "content_type": p.content_type, "expires_at": p.expires_at,
+             "body": p.body.decode("utf-8", errors="replace")} for p in publications]},
+            headers=(("Cache-Control", "no-store"),))
 
     async def _meeting_get(self, request: web.Request) -> web.Response:
         meeting = await self._ctx.store.meetings.get(_meeting_id(request))

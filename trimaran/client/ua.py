@@ -491,6 +491,12 @@ class UserAgent:
             request.headers.add("Content-Type", content_type)
             request.body = body
         response = await self.send(request)
+        if response.status == 412 and self._publish_etag is not None:
+            # RFC 3903 §4.1: the entity tag is unknown there (another server, expired):
+            # publish the state afresh.
+            self._publish_etag = None
+            return await self.publish(body, event=event, expires=expires,
+                                      content_type=content_type)
         if 200 <= response.status < 300:
             self._publish_etag = response.headers.get("SIP-ETag") if expires else None
         return response

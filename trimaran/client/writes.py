@@ -4,11 +4,12 @@ was lost (SPEC DR-5 RPO).
 
 Each user keeps writing, one change at a time: a new contact appended to their
 contact list (the whole list is PUT, so the list on any server that has the latest
-acknowledged version contains every contact acknowledged before it) or a meeting
-scheduled. A write goes to the server that served the user last; when it refuses
-(409: the user is served by another pool; 503: read-only during a failover) or does
-not answer, the writer tries the next server of its list. `lost()` compares the
-acknowledged writes with what a server holds now.
+acknowledged version contains every contact acknowledged before it), a meeting
+scheduled, or — for users with a signed-in client — persistent presence published
+with a numbered note (PUBLISH over SIP). A write goes to the server that served the
+user last; when it refuses (409: the user is served by another pool; 503: read-only
+during a failover) or does not answer, the writer tries the next server of its list.
+`lost()` compares the acknowledged writes with what a server holds now.
 """
 
 from __future__ import annotations
@@ -16,13 +17,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 import aiohttp
 
+from trimaran.client.ua import UserAgent
 from trimaran.client.xcap import XcapClient, XcapError
+from trimaran.net.transport import TransportError
+from trimaran.roles.frontend.presence import basic_pidf
+from trimaran.sip.errors import SipError
 from trimaran.store.model import ContactEntry, ContactList
 
 
@@ -31,8 +37,8 @@ class Ack:
     """One acknowledged write."""
 
     aor: str
-    kind: str          # "contact" | "meeting"
-    value: str         # the contact URI or the meeting id
+    kind: str          # "contact" | "meeting" | "presence"
+    value: str         # the contact URI, the meeting id or the presence note
     at: float          # wall-clock time of the acknowledgement
 
 
@@ -49,8 +55,9 @@ class UserWriter:
     """One user writing continuously against a list of HTTP base URLs."""
 
     def __init__(self, aor: str, username: str, password: str, bases: list[str],
-                 stats: WriterStats, domain: str) -> None:
+                 stats: WriterStats, domain: str, agent: UserAgent | None = None) -> None:
         self.aor = aor
+        self.agent = agent
         self.bases = bases
         self.stats = stats
         self.domain = domain
@@ -64,6 +71,8 @@ class UserWriter:
         server once); False when none acknowledged it."""
         self._count += 1
         name = self.aor.split(":", 1)[1].split("@", 1)[0]
+        if self._count % 4 == 2 and self.agent is not None:
+            return await self._publish(f"{name}-p{self._count}")
         kind = "meeting" if self._count % 4 == 0 else "contact"
         value = f"{name}-m{self._count}" if kind == "meeting" else \
             f"sip:{name}-c{self._count}@{self.domain}"
@@ -91,17 +100,41 @@ class UserWriter:
         return False
 
 
+    async def _publish(self, note: str) -> bool:
+        assert self.agent is not None
+        if self.agent.registered_server is None:
+            self.stats.unreachable += 1
+            return False
+        try:
+            response = await self.agent.publish(basic_pidf(self.aor, "open", note))
+        except (SipError, TransportError, OSError, TimeoutError):
+            self.stats.unreachable += 1
+            return False
+        if not 200 <= response.status < 300:
+            self.stats.refused += 1
+            return False
+        self.stats.acked.append(Ack(self.aor, "presence", note, time.time()))
+        return True
+
+
 def _release(busy: set[int], index: int, _: object) -> None:
     busy.discard(index)
+
+
+def note_number(note: str) -> int:
+    """The write number in a presence note "<user>-p<N>"."""
+    return int(note.rsplit("-p", 1)[1])
 
 
 class Writers:
     """Many users writing at a total rate until stopped."""
 
     def __init__(self, users: list[tuple[str, str, str]], bases: list[str], *, domain: str,
-                 rate: float) -> None:
+                 rate: float, agents: Mapping[str, UserAgent] | None = None) -> None:
         self.stats = WriterStats()
-        self.writers = [UserWriter(aor, username, password, list(bases), self.stats, domain)
+        agents = agents or {}
+        self.writers = [UserWriter(aor, username, password, list(bases), self.stats, domain,
+                                   agents.get(aor))
                         for aor, username, password in users]
         self.rate = rate
         self._task: asyncio.Task[None] | None = None
@@ -140,16 +173,28 @@ class Writers:
 
     async def lost(self, contacts_of: Callable[[str], Awaitable[set[str]]],
                    meeting_exists: Callable[[str, str], Awaitable[bool]],
-                   before: float | None = None) -> list[Ack]:
+                   before: float | None = None,
+                   presence_of: Callable[[str], Awaitable[str]] | None = None) -> list[Ack]:
         """Acknowledged writes (acknowledged before `before`, when given) that are not
         where they should be: `contacts_of(aor)` awaits the URIs in the user's list,
-        `meeting_exists(aor, id)` awaits a bool."""
+        `meeting_exists(aor, id)` awaits a bool, `presence_of(aor)` the text of the
+        user's current presence documents (a presence write is there when a note of
+        that write or a later one is)."""
         missing = []
         latest: dict[str, set[str]] = {}
+        notes: dict[str, int] = {}
         for ack in self.stats.acked:
             if before is not None and ack.at >= before:
                 continue
-            if ack.kind == "contact":
+            if ack.kind == "presence":
+                if presence_of is None:
+                    continue
+                if ack.aor not in notes:
+                    found = re.findall(r"<note>[^<]*-p(\d+)</note>", await presence_of(ack.aor))
+                    notes[ack.aor] = max((int(n) for n in found), default=-1)
+                if notes[ack.aor] < note_number(ack.value):
+                    missing.append(ack)
+            elif ack.kind == "contact":
                 if ack.aor not in latest:
                     latest[ack.aor] = await contacts_of(ack.aor)
                 if ack.value not in latest[ack.aor]:
