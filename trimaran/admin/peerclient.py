@@ -48,7 +48,8 @@ class PeerClient:
         target = parts.path + (f"?{parts.query}" if parts.query else "")
         headers = sign(self.key_id, self._secret, method, target, data)
         headers["Content-Type"] = "application/json"
-        limit = aiohttp.ClientTimeout(total=timeout) if timeout is not None else None
+        # Only an explicit ClientTimeout: `timeout=None` would turn the session's off.
+        limit = aiohttp.ClientTimeout(total=timeout if timeout is not None else self.timeout)
         try:
             async with self._client().request(method, url, data=data or None,
                                               headers=headers, timeout=limit) as response:

@@ -268,7 +268,8 @@ class Http:
     async def post(self, url: str, body: dict[str, Any], *,
                    timeout: float | None = None) -> tuple[int, dict[str, Any]]:
         """POST `body` as JSON: (status, JSON object). Raises one of `HTTP_ERRORS`."""
-        limit = aiohttp.ClientTimeout(total=timeout) if timeout is not None else None
+        # Only an explicit ClientTimeout: `timeout=None` would turn the session's off.
+        limit = aiohttp.ClientTimeout(total=timeout if timeout is not None else self.timeout)
         async with self._client().post(url, json=body, timeout=limit) as response:
             return response.status, _object(await response.text())
 

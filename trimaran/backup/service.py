@@ -54,6 +54,10 @@ from trimaran.topology.model import Server
 
 log = logging.getLogger(__name__)
 
+#: How long a status request waits for the partner's progress (status stays quick when
+#: the partner is cut off: it then reports `broken` with the reason).
+STATUS_TIMEOUT = 1.0
+
 STEADY = "steady"
 BEHIND = "behind"
 FINAL = "final"
@@ -197,8 +201,9 @@ class BackupService:
                   if c.category == "meeting-content" and c.op == "put"}
         return kept, {sha: data for sha, data in blobs.items() if sha in needed}
 
-    async def _ask_progress(self) -> bool:
-        status, body = await self._call("GET", f"/backup/progress?source={self.pool}")
+    async def _ask_progress(self, timeout: float | None = None) -> bool:
+        status, body = await self._call("GET", f"/backup/progress?source={self.pool}",
+                                        timeout=timeout)
         seq = body.get("seq")
         if status != 200 or not isinstance(seq, int):
             self.state.error = self._why(status, body)
@@ -214,14 +219,15 @@ class BackupService:
             self.state.error = ""
             self._progress.notify_all()
 
-    async def _call(self, method: str, path: str,
-                    body: object | None = None) -> tuple[int, dict[str, object]]:
+    async def _call(self, method: str, path: str, body: object | None = None, *,
+                    timeout: float | None = None) -> tuple[int, dict[str, object]]:
         """Call the partner pool, moving to its next server when one does not answer."""
         answer: tuple[int, dict[str, object]] = (0, {"error": "no server in the backup pool"})
         for _ in range(len(self.partner_servers)):
             spec = self.partner_servers[self._target % len(self.partner_servers)]
             answer = await self._client.call(
-                method, f"http://{spec.address}:{spec.admin_port}{path}", body)
+                method, f"http://{spec.address}:{spec.admin_port}{path}", body,
+                timeout=timeout)
             if answer[0] != 0 and answer[0] != 503:
                 return answer
             self._target += 1
@@ -258,7 +264,7 @@ class BackupService:
         """This pool's outgoing direction (DR-3)."""
         now = self.wall_clock()
         if not self.state.acked_known or not self.is_shipper():
-            await self._ask_progress()
+            await self._ask_progress(timeout=STATUS_TIMEOUT)
         last = await self.store.changes.last_seq()
         acked = self.state.acked_seq
         summary = await self.store.changes.summary(acked)

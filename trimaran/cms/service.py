@@ -182,22 +182,13 @@ class CmsService:
         return pools
 
     async def pull_once(self) -> bool:
-        """Ask the candidate pools; apply the master's answer. True when a master answered."""
-        answers: list[tuple[int, str, dict[str, object]]] = []
-        errors = []
+        """Ask the candidate pools (at once); apply the master's answer. True when a
+        master answered."""
         known = self.snapshot.master
-        for pool in self._candidates():
-            for spec in self._resolver.servers_of(pool):
-                since = self.snapshot.version if known and known.pool == pool else 0
-                url = f"http://{spec.address}:{spec.admin_port}/cms/snapshot?since={since}"
-                status, body = await self._client.call("GET", url)
-                if status == 200:
-                    term = body.get("term")
-                    answers.append((term if isinstance(term, int) else 0, pool, body))
-                    break
-                if status == 409:
-                    break
-                errors.append(f"{spec.name}: {body.get('error', status)}")
+        results = await asyncio.gather(*(self._ask_pool(pool) for pool in self._candidates()))
+        answers = [(term, pool, body) for pool, (term, body, _) in
+                   zip(self._candidates(), results, strict=True) if body is not None]
+        errors = [e for _, _, errs in results for e in errs]
         if not answers:
             self.last_error = "no CMS master reachable: " + "; ".join(errors[:4])
             return False
@@ -212,6 +203,23 @@ class CmsService:
             return False
         self.last_error = ""
         return True
+
+    async def _ask_pool(self, pool: str) -> tuple[int, dict[str, object] | None, list[str]]:
+        """(term, snapshot answer or None, errors) from the first server of `pool` that
+        answers; None when the pool is not the master or nobody answers."""
+        known = self.snapshot.master
+        errors: list[str] = []
+        for spec in self._resolver.servers_of(pool):
+            since = self.snapshot.version if known and known.pool == pool else 0
+            url = f"http://{spec.address}:{spec.admin_port}/cms/snapshot?since={since}"
+            status, body = await self._client.call("GET", url)
+            if status == 200:
+                term = body.get("term")
+                return (term if isinstance(term, int) else 0), body, errors
+            if status == 409:
+                break
+            errors.append(f"{spec.name}: {body.get('error', status)}")
+        return 0, None, errors
 
     def _apply(self, master: MasterLocator, body: dict[str, object]) -> None:
         version, docs, keys = body.get("version"), body.get("documents"), body.get("keys")

@@ -213,7 +213,8 @@ class Deployment:
 
     def backup_status(self, pool: str) -> dict[str, Any] | None:
         """The outgoing Backup Service status of `pool` (None when unreachable)."""
-        status, body = self.first(pool, "GET", "/backup/status", key=self.pair_key(pool))
+        status, body = self.first(pool, "GET", "/backup/status", key=self.pair_key(pool),
+                                  timeout=4.0)
         return body if status == 200 else None
 
     def sync(self, pool: str, timeout: float = 60.0) -> dict[str, Any]:
