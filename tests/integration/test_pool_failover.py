@@ -176,3 +176,54 @@ async def test_order_rules_and_refusals_dr11(pair: Pair) -> None:
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def put_contacts(aor_name: str, base: str, uris: list[str]) -> None:
+    client = XcapClient(base, f"sip:{aor_name}@{DOMAIN}", aor_name, f"{aor_name}-pw")
+    await client.put(ContactList(f"sip:{aor_name}@{DOMAIN}", (),
+                                 tuple(ContactEntry(u) for u in uris)))
+
+
+async def test_a_disaster_tail_is_lost_within_the_lag_and_reconciled_at_failback(
+        pair: Pair) -> None:
+    await put_contacts("a0", SE1.base, ["sip:old0@x"])
+    await put_contacts("a1", SE1.base, ["sip:old1@x"])
+    pair.cli("backup", "sync", "se1")
+    # The backup pool is down (nothing in flight can arrive later), then the pool dies
+    # with changes it acknowledged but never shipped: the disaster's loss.
+    pair.cli("server", "stop", "se2")
+    await put_contacts("a0", SE1.base, ["sip:tail0@x"])
+    await put_contacts("a1", SE1.base, ["sip:tail1@x"])
+    pair.cli("server", "kill", "se1")
+    pair.cli("server", "start", "se2")
+    pair.cli("cms", "failover", "--disaster")
+    result = pair.cli_json("pool", "failover", "se1", "--disaster")
+    assert result["changes_after_this_time_lost"]               # the command reports the cut
+    assert await pair.contacts_on("se2", f"sip:a1@{DOMAIN}") == {"sip:old1@x"}
+    await put_contacts("a0", SE2.base, ["sip:new0@x"])          # changed on the backup pool
+
+    pair.cli("server", "start", "se1")                         # fenced, receives se2's changes
+    back = pair.cli_json("pool", "failback", "se1")
+    assert int(str(back["superseded_keys"])) >= 2
+    for name in ("a0", "a1"):
+        aor = f"sip:{name}@{DOMAIN}"
+        assert await pair.contacts_on("se1", aor) == await pair.contacts_on("se2", aor)
+    assert await pair.contacts_on("se1", f"sip:a0@{DOMAIN}") == {"sip:new0@x"}
+    assert await pair.contacts_on("se1", f"sip:a1@{DOMAIN}") == {"sip:old1@x"}
+
+
+async def test_disaster_failback_when_the_backup_pool_is_lost(pair: Pair) -> None:
+    pair.cli("cms", "failover")
+    pair.cli("pool", "failover", "se1")
+    await put_contacts("a2", SE2.base, ["sip:on-se2@x"])
+    pair.cli("server", "kill", "se2")                          # the backup pool is lost
+    refused = pair.cli("pool", "failback", "se1", check=False)
+    assert refused.returncode == 1 and "no CMS master answers" in refused.stderr
+    pair.cli("cms", "failover", "--disaster")
+    refused = pair.cli("pool", "failback", "se1", check=False)
+    assert refused.returncode == 1 and "--disaster" in refused.stderr
+    result = pair.cli("pool", "failback", "se1", "--disaster")
+    assert "are lost" in result.stdout
+    await pair.sign_in(["a2"], "se1")
+    assert pair.on_pool("a2", "se1") and pair.agents["a2"].mode == "full"
+    await put_contacts("a2", SE1.base, ["sip:home@x"])          # full service at home

@@ -123,7 +123,9 @@ class BackupService:
                 ("/backup/progress", "backup-progress", (("GET", self._get_progress),)),
                 ("/backup/reset", "backup-reset", (("POST", self._post_reset),)),
                 ("/backup/status", "backup-status", (("GET", self._get_status),)),
-                ("/backup/sync", "backup-sync", (("POST", self._post_sync),)))
+                ("/backup/sync", "backup-sync", (("POST", self._post_sync),)),
+                ("/backup/export", "backup-export", (("POST", self._post_export),)),
+                ("/backup/reconcile", "backup-reconcile", (("POST", self._post_reconcile),)))
 
     def fenced(self) -> str | None:
         """Why our own log must not ship now (our users are served by the backup pool:
@@ -351,6 +353,62 @@ class BackupService:
         progress = await self.store.backup.reset(self.partner, seq, now=self.wall_clock())
         log.warning("backup progress of %s reset to %d", self.partner, seq)
         return web.json_response({"source": self.partner, "seq": progress.seq})
+
+    async def _post_export(self, request: web.Request) -> web.Response:
+        """The current values of (category, key) pairs here, as changes (failback)."""
+        raw = await request.read()
+        self._verify(request, raw)
+        try:
+            items = [(str(c), str(k)) for c, k in json.loads(raw)["items"]]
+        except (ValueError, KeyError, TypeError):
+            raise HttpError(400, "body: {\"items\": [[category, key], ...]}") from None
+        if len(items) > MAX_BATCH_CHANGES:
+            raise HttpError(400, f"at most {MAX_BATCH_CHANGES} items")
+        changes = [await self.store.backup.export(c, k) for c, k in items]
+        changes, blobs = await self._with_blobs(changes)
+        return web.json_response(encode_batch(self.pool, changes, blobs))
+
+    async def _post_reconcile(self, request: web.Request) -> web.Response:
+        """Failback after a disaster: our changes after `after` were never shipped (the
+        tail the disaster cut off); the backup pool's copy of those keys wins, so both
+        pools hold the same data again."""
+        raw = await request.read()
+        self._verify(request, raw)
+        try:
+            after = int(json.loads(raw)["after"])
+        except (ValueError, KeyError, TypeError):
+            raise HttpError(400, "body: {\"after\": seq}") from None
+        items: dict[tuple[str, str], None] = {}
+        seq = after
+        while True:
+            page = await self.store.changes.since(seq, limit=MAX_BATCH_CHANGES)
+            if not page:
+                break
+            items.update({(c.category, c.key): None for c in page})
+            seq = page[-1].seq
+        source = f"reconcile:{self.partner}"
+        await self.store.backup.reset(source, 0, now=self.wall_clock())
+        keys = list(items)
+        applied = 0
+        for start in range(0, len(keys), MAX_BATCH_CHANGES):
+            chunk = keys[start:start + MAX_BATCH_CHANGES]
+            status, body = await self._call("POST", "/backup/export",
+                                            {"items": [list(k) for k in chunk]})
+            if status != 200:
+                raise HttpError(502, f"export from {self.partner} failed: "
+                                     f"{self._why(status, body)}")
+            try:
+                _, exported, blobs = decode_batch(body)
+            except BatchError as exc:
+                raise HttpError(502, f"bad export from {self.partner}: {exc}") from None
+            renumbered = [Change(applied + i + 1, source, c.category, c.key, c.op, c.payload,
+                                 c.at) for i, c in enumerate(exported)]
+            await self.store.backup.apply(source, renumbered, blobs=blobs,
+                                          now=self.wall_clock())
+            applied += len(renumbered)
+        log.warning("failback: %d key(s) changed here after change %d were never shipped; "
+                    "replaced by %s's copy", applied, after, self.partner)
+        return web.json_response({"after": after, "keys": applied, "until": seq})
 
     async def _get_status(self, request: web.Request) -> web.Response:
         self._verify(request, b"")

@@ -356,7 +356,7 @@ class Deployment:
             nxt = plan_failback(record, disaster=disaster, now=time.time())
         except FailoverRefused as exc:
             raise DrError(str(exc)) from None
-        lost_after = None
+        lost_after, superseded = None, 0
         if nxt is not record:
             version = self.write_record(master, nxt, version)
         timeline.step(f"{pool}: {nxt.state} (term {nxt.term})")
@@ -371,12 +371,22 @@ class Deployment:
             timeline.step(f"changes made on {backup} are on {pool} "
                           f"(change {synced['applied_seq']})")
             own = self.backup_status(pool)
-            if own is not None:    # the fenced tail of our log was superseded on the backup
-                status, body = self.first(backup, "POST", "/backup/reset",
-                                          {"seq": int(own["last_seq"])},
-                                          key=self.pair_key(pool))
+            if own is None:
+                raise DrError(f"pool {pool} does not answer its backup status")
+            tail = int(own["last_seq"]) > record.cut_seq
+            if tail:     # a disaster cut changes off: the backup pool's copy of them wins
+                status, body = self.first(pool, "POST", "/backup/reconcile",
+                                          {"after": record.cut_seq}, key=self.pair_key(pool),
+                                          timeout=60.0)
                 if status != 200:
-                    raise DrError(f"cannot reset {backup}'s progress: {body.get('error')}")
+                    raise DrError(f"cannot reconcile {pool}: {body.get('error', status)}")
+                superseded = int(body["keys"])
+                timeline.step(f"{superseded} key(s) {pool} changed after change "
+                              f"{record.cut_seq} (never shipped) now hold {backup}'s copy")
+            status, body = self.first(backup, "POST", "/backup/reset",
+                                      {"seq": int(own["last_seq"])}, key=self.pair_key(pool))
+            if status != 200:
+                raise DrError(f"cannot reset {backup}'s progress: {body.get('error')}")
             nxt = complete_failback(nxt, now=time.time())
             self.write_record(master, nxt, version)
             self.poke_all()
@@ -384,4 +394,5 @@ class Deployment:
         timeline.step(f"{pool} serves its users again (term {nxt.term})")
         return {"pool": pool, "backup": backup, "disaster": disaster, "term": nxt.term,
                 "changes_on_backup_after_this_time_lost": lost_after,
+                "superseded_keys": superseded,
                 "seconds": timeline.elapsed, "steps": timeline.steps}
