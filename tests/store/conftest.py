@@ -14,6 +14,7 @@ import contextlib
 import itertools
 import shutil
 import socket
+import sqlite3
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from trimaran.store import (
 )
 
 POOL = "fe1"
+OTHER_POOL = "fe2"          # the paired pool, for the Backup Service's tests
 DOMAIN = "example.com"
 
 
@@ -71,6 +73,21 @@ async def store(backend: Backend) -> AsyncIterator[Store]:
         yield s
     finally:
         await s.close()
+
+
+async def count_rows(backend: Backend, table: str) -> int:
+    """How many rows `table` of the backend's database holds (read beside the store)."""
+    if backend.name == "sqlite":
+        conn = sqlite3.connect(backend.location)
+        try:
+            return int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+        finally:
+            conn.close()
+    pg = await asyncpg.connect(str(backend.location), timeout=10)
+    try:
+        return int(await pg.fetchval(f"SELECT count(*) FROM {table}"))
+    finally:
+        await pg.close()
 
 
 # --- PostgreSQL -------------------------------------------------------------------------

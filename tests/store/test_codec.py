@@ -30,6 +30,7 @@ from trimaran.store import (
     encode,
 )
 from trimaran.store.codec import RECORD_TYPES
+from trimaran.store.model import CmsDocument, MeetingContent
 
 text = st.text(max_size=20)
 numbers = st.floats(allow_nan=False, allow_infinity=False)
@@ -52,8 +53,11 @@ meetings = st.builds(Meeting, text, text, text, numbers, st.none() | numbers,
 heartbeats = st.builds(Heartbeat, text, text, numbers, text, st.dictionaries(text, text,
                                                                               max_size=3))
 changes = st.builds(Change, ints, text, text, text, text, text, numbers)
+contents = st.builds(MeetingContent, text, text, text, ints)
+documents = st.builds(CmsDocument, text, text, ints, numbers)
 records = st.one_of(users, credentials, bindings, groups, entries, contact_lists, rules,
-                    publications, subscriptions, meetings, heartbeats, changes)
+                    publications, subscriptions, meetings, heartbeats, changes, contents,
+                    documents)
 
 
 @given(records)
@@ -66,7 +70,8 @@ def test_every_record_round_trips_exactly(record: object) -> None:
 
 def test_the_strategies_cover_every_record_type() -> None:
     covered = {User, Credentials, Binding, ContactGroup, ContactEntry, ContactList,
-               PresenceRule, Publication, Subscription, Meeting, Heartbeat, Change}
+               PresenceRule, Publication, Subscription, Meeting, Heartbeat, Change,
+               MeetingContent, CmsDocument}
     assert covered == set(RECORD_TYPES)
 
 
@@ -127,7 +132,12 @@ def test_decode_change_uses_the_category_type() -> None:
     assert decode_change(put) == rule
     assert decode_change(Change(2, "fe1", "meeting", "m1", "delete", "", 1.0)) is None
     assert set(CATEGORY_TYPES) == {"user", "credentials", "contacts", "presence-rules",
-                                   "presence", "meeting"}
+                                   "presence", "meeting", "meeting-content", "cms"}
+    content = MeetingContent("m1", "slides.pdf", "ab" * 32, 3)
+    assert decode_change(Change(3, "fe1", "meeting-content", "m1/slides.pdf", "put",
+                                encode(content), 1.0)) == content
+    doc = CmsDocument("topology", "{}", 7, 2.5)
+    assert decode_change(Change(4, "fe1", "cms", "topology", "put", encode(doc), 1.0)) == doc
     with pytest.raises(CodecError, match="unknown category"):
         decode_change(Change(3, "fe1", "bindings", "k", "put", "{}", 1.0))
     with pytest.raises(CodecError, match="unknown op"):

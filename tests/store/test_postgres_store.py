@@ -48,6 +48,7 @@ from trimaran.store import (
     StoreUnavailable,
     decode_change,
 )
+from trimaran.store.postgres import LATEST_VERSION
 from trimaran.store.postgres_errors import Retryable, split_hosts, translate
 
 # --- helpers ---------------------------------------------------------------------------
@@ -245,9 +246,11 @@ async def test_migrations_are_applied_once_when_front_ends_open_a_new_database_a
     stores = [pg_store(pg_db, connect_timeout=5.0) for _ in range(3)]
     await asyncio.gather(*(s.open() for s in stores))
     try:
-        assert sorted(s.applied_migrations for s in stores) == [(), (), (1,)]
-        assert [await s.schema_version() for s in stores] == [1, 1, 1]
-        assert await fetch_value(pg_db, "SELECT count(*) FROM schema_version") == 1
+        every = tuple(range(1, LATEST_VERSION + 1))
+        assert sorted(s.applied_migrations for s in stores) == [(), (), every]
+        assert [await s.schema_version() for s in stores] == [LATEST_VERSION] * 3
+        assert await fetch_value(pg_db, "SELECT count(*) FROM schema_version") == \
+            LATEST_VERSION
     finally:
         await asyncio.gather(*(s.close() for s in stores))
 

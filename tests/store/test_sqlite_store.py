@@ -32,6 +32,7 @@ from trimaran.store import (
     StoreError,
     StoreUnavailable,
 )
+from trimaran.store.sqlite import LATEST_VERSION
 
 
 @pytest.fixture
@@ -65,7 +66,7 @@ async def test_a_memory_store_works_for_tests(tmp_path: Path) -> None:
     async with SqliteStore(":memory:", pool=POOL) as store:
         user = await add_user(store, "alice")
         assert await store.users.get(aor("alice")) == user
-        assert await store.schema_version() == 1
+        assert await store.schema_version() == LATEST_VERSION
 
 
 async def test_close_is_idempotent_and_lets_queued_writes_finish(tmp_path: Path) -> None:

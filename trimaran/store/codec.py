@@ -34,12 +34,14 @@ from trimaran.store.base import StoreError
 from trimaran.store.model import (
     Binding,
     Change,
+    CmsDocument,
     ContactEntry,
     ContactGroup,
     ContactList,
     Credentials,
     Heartbeat,
     Meeting,
+    MeetingContent,
     PresenceRule,
     Publication,
     Subscription,
@@ -51,7 +53,7 @@ T = TypeVar("T")
 #: Every record type the codec knows.
 RECORD_TYPES: tuple[type, ...] = (
     User, Credentials, Binding, ContactGroup, ContactEntry, ContactList, PresenceRule,
-    Publication, Subscription, Meeting, Heartbeat, Change,
+    Publication, Subscription, Meeting, Heartbeat, Change, MeetingContent, CmsDocument,
 )
 
 #: The record type carried by the payload of each change-log category.
@@ -62,6 +64,8 @@ CATEGORY_TYPES: Mapping[str, type] = types.MappingProxyType({
     "presence-rules": PresenceRule,
     "presence": Publication,
     "meeting": Meeting,
+    "meeting-content": MeetingContent,
+    "cms": CmsDocument,
 })
 
 

@@ -19,19 +19,25 @@ operation                                          unknown outcome  why
 reads: users.get/list/credentials/by_number,       retried          nothing to commit
 contacts.get/watchers_of, presence.rules/
 publications/subscriptions_to, bindings.for_aor/
-count, meetings.get/by_organizer, heartbeats.all,
-changes.since/last_seq, schema_version
+count, meetings.get/by_organizer/contents/blob,
+heartbeats.all, changes.since/last_seq/summary,
+cms.get/all/version, backup.progress/export/keys,
+schema_version
 users.add                                          NOT retried      a rerun is a Conflict
                                                                     (or a second log row)
 users.remove, meetings.remove,                     NOT retried      a rerun is NotFound
 presence.unpublish
 users.set_credentials, contacts.put,               NOT retried      logged: a rerun would
 presence.set_rule/remove_rule/publish,                              append its change a
-meetings.put                                                        second time
+meetings.put/attach, cms.put/remove                                 second time
 bindings.apply/remove_all/purge_server/            retried          not logged; upserts and
 purge_flow/purge_expired,                                           deletes by primary key:
 presence.save_subscription/remove_subscription,                     a rerun leaves the same
 heartbeats.beat                                                     rows
+backup.apply/reset                                 retried          not logged; the progress
+                                                                    commits with the rows:
+                                                                    a rerun skips what was
+                                                                    applied
 =================================================  ===============  =======================
 
 A write not retried after an unknown outcome raises `StoreUnavailable` at once, saying
@@ -49,6 +55,8 @@ from typing import Any
 
 from trimaran.store.base import Store
 from trimaran.store.migrations import latest_version, migrate
+from trimaran.store.postgres_backup import PostgresBackupRepository
+from trimaran.store.postgres_cms import PostgresCmsRepository
 from trimaran.store.postgres_db import PgDatabase
 from trimaran.store.postgres_meetings import PostgresChangeLog, PostgresMeetingRepository
 from trimaran.store.postgres_presence import PostgresPresenceRepository
@@ -98,6 +106,8 @@ class PostgresStore(Store):
         self.meetings = PostgresMeetingRepository(self._db)
         self.heartbeats = PostgresHeartbeatRepository(self._db)
         self.changes = PostgresChangeLog(self._db)
+        self.cms = PostgresCmsRepository(self._db)
+        self.backup = PostgresBackupRepository(self._db)
 
     def __repr__(self) -> str:
         return f"PostgresStore({self._db.where!r}, pool={self.pool!r})"

@@ -79,6 +79,7 @@ MIGRATION_LOCK = int.from_bytes(b"trim-mig", "big")
 LOCK_BINDINGS = int.from_bytes(b"TRbd", "big")
 LOCK_CONTACTS = int.from_bytes(b"TRcl", "big")
 LOCK_PRESENCE = int.from_bytes(b"TRpr", "big")
+LOCK_BACKUP = int.from_bytes(b"TRbk", "big")         # per source pool: one apply at a time
 
 _BACKOFF_FIRST = 0.05      # seconds before the first retry
 _BACKOFF_CAP = 1.0         # the longest pause between two attempts

@@ -5,17 +5,18 @@ publications are serialised by a per-AOR advisory lock (also taken by `users.rem
 from __future__ import annotations
 
 from trimaran.store.base import Conflict, NotFound, PresenceRepository
+from trimaran.store.categories import rule_key
 from trimaran.store.model import PresenceRule, Publication, Subscription
 from trimaran.store.postgres_db import LOCK_PRESENCE, PgDatabase, PgTx, Record
 from trimaran.store.postgres_db import Retry as R
-from trimaran.store.sqlite_presence import rule_key
 
-_PUBLICATION_COLUMNS = "aor, etag, event, content_type, body, expires_at, server"
+PUBLICATION_COLUMNS = "aor, etag, event, content_type, body, expires_at, server"
 _SUBSCRIPTION_COLUMNS = "id, subscriber, target, event, expires_at, dialog, server"
-_PUBLICATION_VALUES = "VALUES ($1, $2, $3, $4, $5, $6, $7)"
+PUBLICATION_VALUES = "VALUES ($1, $2, $3, $4, $5, $6, $7)"
 
 
-def _publication(row: Record) -> Publication:
+def publication_of(row: Record) -> Publication:
+    """The publication in a row of `PUBLICATION_COLUMNS`."""
     return Publication(row["aor"], row["etag"], row["event"], row["content_type"],
                        bytes(row["body"]), row["expires_at"], row["server"])
 
@@ -64,10 +65,10 @@ class PostgresPresenceRepository(PresenceRepository):
     async def publications(self, aor: str, event: str, *, now: float) -> list[Publication]:
         """Unexpired publications of `aor` for `event`, soonest expiry first."""
         rows = await self._db.read(lambda tx: tx.all(
-            f"SELECT {_PUBLICATION_COLUMNS} FROM publications "
+            f"SELECT {PUBLICATION_COLUMNS} FROM publications "
             "WHERE aor = $1 AND event = $2 AND expires_at > $3 ORDER BY expires_at, etag",
             aor, event, now), what="presence.publications")
-        return [_publication(r) for r in rows]
+        return [publication_of(r) for r in rows]
 
     async def publish(self, publication: Publication, *, replaces: str | None,
                       now: float) -> None:
@@ -94,7 +95,7 @@ class PostgresPresenceRepository(PresenceRepository):
             values = (p.aor, p.etag, p.event, p.content_type, p.body, p.expires_at, p.server)
             if replaces == p.etag:
                 await tx.execute(
-                    f"INSERT INTO publications ({_PUBLICATION_COLUMNS}) {_PUBLICATION_VALUES} "
+                    f"INSERT INTO publications ({PUBLICATION_COLUMNS}) {PUBLICATION_VALUES} "
                     "ON CONFLICT (etag) DO UPDATE SET content_type = excluded.content_type, "
                     "body = excluded.body, expires_at = excluded.expires_at, "
                     "server = excluded.server", *values)
@@ -104,7 +105,7 @@ class PostgresPresenceRepository(PresenceRepository):
                     raise Conflict(f"etag {p.etag} is already in use")
                 # A plain INSERT: another AOR taking the etag meanwhile is a Conflict too.
                 await tx.execute(
-                    f"INSERT INTO publications ({_PUBLICATION_COLUMNS}) {_PUBLICATION_VALUES}",
+                    f"INSERT INTO publications ({PUBLICATION_COLUMNS}) {PUBLICATION_VALUES}",
                     *values)
             tx.log_put("presence", p.etag, p, now)
 

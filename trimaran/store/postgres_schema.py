@@ -156,6 +156,47 @@ CREATE TABLE change_log (
 """
 
 
+_V2 = """
+-- Meeting files, content-addressed: the bytes once per SHA-256 (hex), however many
+-- references name them; a reference per (meeting, file name). Unreferenced blobs may
+-- stay (garbage, harmless).
+CREATE TABLE content_blobs (
+    sha256 TEXT COLLATE "C" PRIMARY KEY,
+    data   BYTEA NOT NULL
+);
+CREATE TABLE meeting_contents (
+    meeting_id TEXT COLLATE "C" NOT NULL,
+    name       TEXT COLLATE "C" NOT NULL,
+    sha256     TEXT COLLATE "C" NOT NULL REFERENCES content_blobs (sha256),
+    size       BIGINT NOT NULL,
+    PRIMARY KEY (meeting_id, name)
+);
+CREATE INDEX meeting_contents_sha256 ON meeting_contents (sha256);
+
+-- The CMS documents; `version` is the CMS counter's value when a document was written.
+-- The counter (one row, whose lock serialises CMS writers) only grows: deletes bump it.
+CREATE TABLE cms_documents (
+    key        TEXT COLLATE "C" PRIMARY KEY,
+    body       TEXT COLLATE "C" NOT NULL,
+    version    BIGINT NOT NULL,
+    updated_at DOUBLE PRECISION NOT NULL CHECK (updated_at <> 'NaN')
+);
+CREATE TABLE cms_version (
+    id      INTEGER PRIMARY KEY CHECK (id = 1),
+    version BIGINT NOT NULL
+);
+INSERT INTO cms_version (id, version) VALUES (1, 0);
+
+-- How far each paired pool's change log has been applied here (Backup Service).
+CREATE TABLE backup_progress (
+    source     TEXT COLLATE "C" PRIMARY KEY,
+    seq        BIGINT NOT NULL,
+    change_at  DOUBLE PRECISION NOT NULL CHECK (change_at <> 'NaN'),
+    applied_at DOUBLE PRECISION NOT NULL CHECK (applied_at <> 'NaN')
+);
+"""
+
+
 class PgMigrationConnection:
     """A synchronous face of one asyncpg connection, for `migrate` running in a worker
     thread: each call runs on `loop` (which owns the connection) and waits for it.
@@ -199,6 +240,8 @@ class PgMigrationConnection:
 MIGRATIONS: tuple[Migration[PgMigrationConnection], ...] = (
     Migration(1, "users, credentials, bindings, contacts, presence, meetings, heartbeats, "
                  "change log", _V1),
+    Migration(2, "meeting content by hash, CMS documents and version, backup progress",
+              _V2),
 )
 
 

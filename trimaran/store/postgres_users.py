@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 
 from trimaran.store.base import Conflict, ContactListRepository, NotFound, UserRepository
+from trimaran.store.categories import UserRemoval
 from trimaran.store.model import ContactEntry, ContactGroup, ContactList, Credentials, User
 from trimaran.store.postgres_db import LOCK_CONTACTS, LOCK_PRESENCE, PgDatabase, PgTx, Record
 from trimaran.store.postgres_db import Retry as R
@@ -49,12 +50,50 @@ async def _check_username_free(tx: PgTx, credentials: Credentials) -> None:
                        f"is already used by {owner}")
 
 
-async def _upsert_credentials(tx: PgTx, c: Credentials) -> None:
+async def upsert_credentials(tx: PgTx, c: Credentials) -> None:
+    """Insert or replace the credentials row of `c.aor`."""
     await tx.execute(
         f"INSERT INTO credentials ({_CREDENTIAL_COLUMNS}) VALUES ($1, $2, $3, $4, $5) "
         "ON CONFLICT (aor) DO UPDATE SET username = excluded.username, realm = excluded.realm, "
         "ha1_md5 = excluded.ha1_md5, ha1_sha256 = excluded.ha1_sha256",
         c.aor, c.username, c.realm, c.ha1_md5, c.ha1_sha256)
+
+
+async def upsert_user(tx: PgTx, user: User) -> None:
+    """Insert or replace the users row of `user.aor` (a backup apply)."""
+    await tx.execute(
+        f"INSERT INTO users ({_USER_COLUMNS}) VALUES ($1, $2, $3, $4, $5) "
+        "ON CONFLICT (aor) DO UPDATE SET pool = excluded.pool, "
+        "display_name = excluded.display_name, number = excluded.number, "
+        "enabled = excluded.enabled",
+        user.aor, user.pool, user.display_name, user.number, user.enabled)
+
+
+async def read_user(tx: PgTx, aor: str) -> User | None:
+    """The user, or None."""
+    row = await tx.one(f"SELECT {_USER_COLUMNS} FROM users WHERE aor = $1", aor)
+    return None if row is None else _user(row)
+
+
+async def read_credentials(tx: PgTx, aor: str) -> Credentials | None:
+    """The credentials of `aor`, or None."""
+    row = await tx.one(f"SELECT {_CREDENTIAL_COLUMNS} FROM credentials WHERE aor = $1", aor)
+    return None if row is None else _credentials(row)
+
+
+async def remove_user_rows(tx: PgTx, aor: str) -> UserRemoval:
+    """Delete the user and what it owns (publications, presence rules, contact list,
+    credentials), under the per-AOR presence and contact-list locks; what was there."""
+    await tx.lock(LOCK_PRESENCE, aor)
+    await tx.lock(LOCK_CONTACTS, aor)
+    etags = tuple(sorted(r[0] for r in await tx.all(
+        "DELETE FROM publications WHERE aor = $1 RETURNING etag", aor)))
+    watchers = tuple(sorted(r[0] for r in await tx.all(
+        "DELETE FROM presence_rules WHERE owner = $1 RETURNING watcher", aor)))
+    had_list = await tx.count("DELETE FROM contact_lists WHERE owner = $1", aor) > 0
+    had_credentials = await tx.count("DELETE FROM credentials WHERE aor = $1", aor) > 0
+    existed = await tx.count("DELETE FROM users WHERE aor = $1", aor) > 0
+    return UserRemoval(existed, etags, watchers, had_list, had_credentials)
 
 
 async def _lock_user(tx: PgTx, aor: str) -> bool:
@@ -81,7 +120,7 @@ class PostgresUserRepository(UserRepository):
             await _check_username_free(tx, credentials)
             await tx.execute(f"INSERT INTO users ({_USER_COLUMNS}) VALUES ($1, $2, $3, $4, $5)",
                              user.aor, user.pool, user.display_name, user.number, user.enabled)
-            await _upsert_credentials(tx, credentials)
+            await upsert_credentials(tx, credentials)
             tx.log_put("user", user.aor, user, now)
             tx.log_put("credentials", user.aor, credentials, now)
 
@@ -113,24 +152,8 @@ class PostgresUserRepository(UserRepository):
         async def work(tx: PgTx) -> None:
             if not await _lock_user(tx, aor):
                 raise NotFound(f"no user {aor}")
-            await tx.lock(LOCK_PRESENCE, aor)
-            await tx.lock(LOCK_CONTACTS, aor)
-            etags = sorted(r[0] for r in await tx.all(
-                "DELETE FROM publications WHERE aor = $1 RETURNING etag", aor))
-            watchers = sorted(r[0] for r in await tx.all(
-                "DELETE FROM presence_rules WHERE owner = $1 RETURNING watcher", aor))
-            had_list = await tx.count("DELETE FROM contact_lists WHERE owner = $1", aor) > 0
-            had_credentials = await tx.count("DELETE FROM credentials WHERE aor = $1", aor) > 0
-            await tx.execute("DELETE FROM users WHERE aor = $1", aor)
-            for etag in etags:
-                tx.log_delete("presence", etag, now)
-            for watcher in watchers:
-                tx.log_delete("presence-rules", f"{aor}|{watcher}", now)
-            if had_list:
-                tx.log_delete("contacts", aor, now)
-            if had_credentials:
-                tx.log_delete("credentials", aor, now)
-            tx.log_delete("user", aor, now)
+            removal = await remove_user_rows(tx, aor)
+            removal.log(tx, aor, now)
 
         await self._db.write(work, what="users.remove", retry=R.UNCOMMITTED)
 
@@ -142,7 +165,7 @@ class PostgresUserRepository(UserRepository):
             if not await _lock_user(tx, credentials.aor):
                 raise NotFound(f"no user {credentials.aor}")
             await _check_username_free(tx, credentials)
-            await _upsert_credentials(tx, credentials)
+            await upsert_credentials(tx, credentials)
             tx.log_put("credentials", credentials.aor, credentials, now)
 
         await self._db.write(work, what="users.set_credentials", retry=R.UNCOMMITTED)
@@ -162,6 +185,37 @@ class PostgresUserRepository(UserRepository):
         return None if row is None else _user(row)
 
 
+async def read_contact_list(tx: PgTx, owner: str) -> ContactList:
+    """The owner's list (empty when never written); read it in a snapshot."""
+    groups = tuple(ContactGroup(r["name"], r["display_name"]) for r in await tx.all(
+        "SELECT name, display_name FROM contact_groups WHERE owner = $1 "
+        "ORDER BY position", owner))
+    contacts = tuple(
+        ContactEntry(r["uri"], r["display_name"], tuple(json.loads(r["group_names"])))
+        for r in await tx.all(
+            "SELECT uri, display_name, group_names FROM contacts WHERE owner = $1 "
+            "ORDER BY position", owner))
+    return ContactList(owner, groups, contacts)
+
+
+async def write_contact_list(tx: PgTx, contact_list: ContactList) -> None:
+    """Replace the owner's whole list (checked by `check_contact_list`), under the
+    per-owner contact-list lock."""
+    owner = contact_list.owner
+    await tx.lock(LOCK_CONTACTS, owner)
+    await tx.execute("DELETE FROM contact_lists WHERE owner = $1", owner)
+    await tx.execute("INSERT INTO contact_lists (owner) VALUES ($1)", owner)
+    await tx.executemany(
+        "INSERT INTO contact_groups (owner, name, display_name, position) "
+        "VALUES ($1, $2, $3, $4)",
+        [(owner, g.name, g.display_name, i) for i, g in enumerate(contact_list.groups)])
+    await tx.executemany(
+        "INSERT INTO contacts (owner, uri, display_name, group_names, position) "
+        "VALUES ($1, $2, $3, $4, $5)",
+        [(owner, c.uri, c.display_name, json.dumps(list(c.groups)), i)
+         for i, c in enumerate(contact_list.contacts)])
+
+
 class PostgresContactListRepository(ContactListRepository):
     """Contact lists; a put logs one `contacts` change keyed by owner carrying the whole list."""
 
@@ -171,18 +225,8 @@ class PostgresContactListRepository(ContactListRepository):
     async def get(self, owner: str) -> ContactList:
         """The owner's list (empty when never written), read from one snapshot."""
 
-        async def work(tx: PgTx) -> ContactList:
-            groups = tuple(ContactGroup(r["name"], r["display_name"]) for r in await tx.all(
-                "SELECT name, display_name FROM contact_groups WHERE owner = $1 "
-                "ORDER BY position", owner))
-            contacts = tuple(
-                ContactEntry(r["uri"], r["display_name"], tuple(json.loads(r["group_names"])))
-                for r in await tx.all(
-                    "SELECT uri, display_name, group_names FROM contacts WHERE owner = $1 "
-                    "ORDER BY position", owner))
-            return ContactList(owner, groups, contacts)
-
-        return await self._db.read(work, what="contacts.get", snapshot=True)
+        return await self._db.read(lambda tx: read_contact_list(tx, owner),
+                                   what="contacts.get", snapshot=True)
 
     async def put(self, contact_list: ContactList, *, now: float) -> None:
         """Replace the owner's whole list; `Conflict` (nothing written) unless every
@@ -191,18 +235,7 @@ class PostgresContactListRepository(ContactListRepository):
         owner = contact_list.owner
 
         async def work(tx: PgTx) -> None:
-            await tx.lock(LOCK_CONTACTS, owner)
-            await tx.execute("DELETE FROM contact_lists WHERE owner = $1", owner)
-            await tx.execute("INSERT INTO contact_lists (owner) VALUES ($1)", owner)
-            await tx.executemany(
-                "INSERT INTO contact_groups (owner, name, display_name, position) "
-                "VALUES ($1, $2, $3, $4)",
-                [(owner, g.name, g.display_name, i) for i, g in enumerate(contact_list.groups)])
-            await tx.executemany(
-                "INSERT INTO contacts (owner, uri, display_name, group_names, position) "
-                "VALUES ($1, $2, $3, $4, $5)",
-                [(owner, c.uri, c.display_name, json.dumps(list(c.groups)), i)
-                 for i, c in enumerate(contact_list.contacts)])
+            await write_contact_list(tx, contact_list)
             tx.log_put("contacts", owner, contact_list, now)
 
         await self._db.write(work, what="contacts.put", retry=R.UNCOMMITTED)

@@ -14,6 +14,8 @@ from types import TracebackType
 
 from trimaran.store.base import Store
 from trimaran.store.migrations import latest_version, migrate
+from trimaran.store.sqlite_backup import SqliteBackupRepository
+from trimaran.store.sqlite_cms import SqliteCmsRepository
 from trimaran.store.sqlite_db import SqliteDatabase
 from trimaran.store.sqlite_meetings import SqliteChangeLog, SqliteMeetingRepository
 from trimaran.store.sqlite_presence import SqlitePresenceRepository
@@ -44,6 +46,8 @@ class SqliteStore(Store):
         self.meetings = SqliteMeetingRepository(self._db)
         self.heartbeats = SqliteHeartbeatRepository(self._db)
         self.changes = SqliteChangeLog(self._db)
+        self.cms = SqliteCmsRepository(self._db)
+        self.backup = SqliteBackupRepository(self._db)
 
     @property
     def path(self) -> str | Path:

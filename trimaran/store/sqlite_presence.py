@@ -5,19 +5,18 @@ from __future__ import annotations
 import sqlite3
 
 from trimaran.store.base import Conflict, NotFound, PresenceRepository
+from trimaran.store.categories import rule_key
 from trimaran.store.model import PresenceRule, Publication, Subscription
 from trimaran.store.sqlite_db import SqliteDatabase, Tx
 
-_PUBLICATION_COLUMNS = "aor, etag, event, content_type, body, expires_at, server"
+PUBLICATION_COLUMNS = "aor, etag, event, content_type, body, expires_at, server"
 _SUBSCRIPTION_COLUMNS = "id, subscriber, target, event, expires_at, dialog, server"
 
-
-def rule_key(owner: str, watcher: str) -> str:
-    """The change-log key of a presence rule."""
-    return f"{owner}|{watcher}"
+__all__ = ["PUBLICATION_COLUMNS", "SqlitePresenceRepository", "publication_of", "rule_key"]
 
 
-def _publication(row: sqlite3.Row) -> Publication:
+def publication_of(row: sqlite3.Row) -> Publication:
+    """The publication in a row of `PUBLICATION_COLUMNS`."""
     return Publication(row["aor"], row["etag"], row["event"], row["content_type"],
                        bytes(row["body"]), row["expires_at"], row["server"])
 
@@ -67,10 +66,10 @@ class SqlitePresenceRepository(PresenceRepository):
     async def publications(self, aor: str, event: str, *, now: float) -> list[Publication]:
         """Unexpired publications of `aor` for `event`, soonest expiry first."""
         rows = await self._db.read(lambda tx: tx.all(
-            f"SELECT {_PUBLICATION_COLUMNS} FROM publications "
+            f"SELECT {PUBLICATION_COLUMNS} FROM publications "
             "WHERE aor = ? AND event = ? AND expires_at > ? ORDER BY expires_at, etag",
             (aor, event, now)))
-        return [_publication(r) for r in rows]
+        return [publication_of(r) for r in rows]
 
     async def publish(self, publication: Publication, *, replaces: str | None,
                       now: float) -> None:
@@ -99,7 +98,7 @@ class SqlitePresenceRepository(PresenceRepository):
                     "SELECT 1 FROM publications WHERE etag = ?", (p.etag,)) is not None:
                 raise Conflict(f"etag {p.etag} is already in use")
             tx.execute(
-                f"INSERT INTO publications ({_PUBLICATION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?) "
+                f"INSERT INTO publications ({PUBLICATION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (etag) DO UPDATE SET content_type = excluded.content_type, "
                 "body = excluded.body, expires_at = excluded.expires_at, "
                 "server = excluded.server",

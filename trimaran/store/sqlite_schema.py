@@ -128,10 +128,52 @@ CREATE TABLE change_log (
 );
 """
 
+_V2 = """
+-- Meeting files, content-addressed: the bytes once per SHA-256 (hex), however many
+-- references name them; a reference per (meeting, file name). Unreferenced blobs may
+-- stay (garbage, harmless).
+CREATE TABLE content_blobs (
+    sha256 TEXT PRIMARY KEY,
+    data   BLOB NOT NULL
+);
+CREATE TABLE meeting_contents (
+    meeting_id TEXT NOT NULL,
+    name       TEXT NOT NULL,
+    sha256     TEXT NOT NULL REFERENCES content_blobs (sha256),
+    size       INTEGER NOT NULL,
+    PRIMARY KEY (meeting_id, name)
+);
+CREATE INDEX meeting_contents_sha256 ON meeting_contents (sha256);
+
+-- The CMS documents; `version` is the CMS counter's value when a document was written.
+-- The counter (one row) only grows: deletes bump it too.
+CREATE TABLE cms_documents (
+    key        TEXT PRIMARY KEY,
+    body       TEXT NOT NULL,
+    version    INTEGER NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE cms_version (
+    id      INTEGER PRIMARY KEY CHECK (id = 1),
+    version INTEGER NOT NULL
+);
+INSERT INTO cms_version (id, version) VALUES (1, 0);
+
+-- How far each paired pool's change log has been applied here (Backup Service).
+CREATE TABLE backup_progress (
+    source     TEXT PRIMARY KEY,
+    seq        INTEGER NOT NULL,
+    change_at  REAL NOT NULL,
+    applied_at REAL NOT NULL
+);
+"""
+
 #: The SQLite schema, oldest first. Append; never edit an entry once released.
 MIGRATIONS: tuple[Migration[sqlite3.Connection], ...] = (
     Migration(1, "users, credentials, bindings, contacts, presence, meetings, heartbeats, "
                  "change log", _V1),
+    Migration(2, "meeting content by hash, CMS documents and version, backup progress",
+              _V2),
 )
 
 

@@ -7,6 +7,7 @@ import sqlite3
 from collections import Counter
 
 from trimaran.store.base import Conflict, ContactListRepository, NotFound, UserRepository
+from trimaran.store.categories import UserRemoval
 from trimaran.store.model import ContactEntry, ContactGroup, ContactList, Credentials, User
 from trimaran.store.sqlite_db import SqliteDatabase, Tx
 
@@ -40,12 +41,51 @@ def _check_username_free(tx: Tx, credentials: Credentials) -> None:
                        f"is already used by {row[0]}")
 
 
-def _upsert_credentials(tx: Tx, c: Credentials) -> None:
+def upsert_credentials(tx: Tx, c: Credentials) -> None:
+    """Insert or replace the credentials row of `c.aor`."""
     tx.execute(
         f"INSERT INTO credentials ({_CREDENTIAL_COLUMNS}) VALUES (?, ?, ?, ?, ?) "
         "ON CONFLICT (aor) DO UPDATE SET username = excluded.username, realm = excluded.realm, "
         "ha1_md5 = excluded.ha1_md5, ha1_sha256 = excluded.ha1_sha256",
         (c.aor, c.username, c.realm, c.ha1_md5, c.ha1_sha256))
+
+
+def upsert_user(tx: Tx, user: User) -> None:
+    """Insert or replace the users row of `user.aor` (a backup apply)."""
+    tx.execute(
+        f"INSERT INTO users ({_USER_COLUMNS}) VALUES (?, ?, ?, ?, ?) "
+        "ON CONFLICT (aor) DO UPDATE SET pool = excluded.pool, "
+        "display_name = excluded.display_name, number = excluded.number, "
+        "enabled = excluded.enabled",
+        (user.aor, user.pool, user.display_name, user.number, user.enabled))
+
+
+def read_user(tx: Tx, aor: str) -> User | None:
+    """The user, or None."""
+    row = tx.one(f"SELECT {_USER_COLUMNS} FROM users WHERE aor = ?", (aor,))
+    return None if row is None else _user(row)
+
+
+def read_credentials(tx: Tx, aor: str) -> Credentials | None:
+    """The credentials of `aor`, or None."""
+    row = tx.one(f"SELECT {_CREDENTIAL_COLUMNS} FROM credentials WHERE aor = ?", (aor,))
+    return None if row is None else _credentials(row)
+
+
+def remove_user_rows(tx: Tx, aor: str) -> UserRemoval:
+    """Delete the user and what it owns (publications, presence rules, contact list,
+    credentials); what was there."""
+    etags = tuple(r[0] for r in tx.all(
+        "SELECT etag FROM publications WHERE aor = ? ORDER BY etag", (aor,)))
+    watchers = tuple(r[0] for r in tx.all(
+        "SELECT watcher FROM presence_rules WHERE owner = ? ORDER BY watcher", (aor,)))
+    tx.execute("DELETE FROM publications WHERE aor = ?", (aor,))
+    tx.execute("DELETE FROM presence_rules WHERE owner = ?", (aor,))
+    had_list = tx.execute("DELETE FROM contact_lists WHERE owner = ?", (aor,)).rowcount > 0
+    had_credentials = tx.execute("DELETE FROM credentials WHERE aor = ?",
+                                 (aor,)).rowcount > 0
+    existed = tx.execute("DELETE FROM users WHERE aor = ?", (aor,)).rowcount > 0
+    return UserRemoval(existed, etags, watchers, had_list, had_credentials)
 
 
 class SqliteUserRepository(UserRepository):
@@ -66,7 +106,7 @@ class SqliteUserRepository(UserRepository):
             _check_username_free(tx, credentials)
             tx.execute(f"INSERT INTO users ({_USER_COLUMNS}) VALUES (?, ?, ?, ?, ?)",
                        (user.aor, user.pool, user.display_name, user.number, user.enabled))
-            _upsert_credentials(tx, credentials)
+            upsert_credentials(tx, credentials)
             tx.log_put("user", user.aor, user, now)
             tx.log_put("credentials", user.aor, credentials, now)
 
@@ -93,29 +133,10 @@ class SqliteUserRepository(UserRepository):
         (publications, presence rules, contact list, credentials, then the user)."""
 
         def work(tx: Tx) -> None:
-            if tx.one("SELECT 1 FROM users WHERE aor = ?", (aor,)) is None:
+            removal = remove_user_rows(tx, aor)
+            if not removal.existed:
                 raise NotFound(f"no user {aor}")
-            etags = [r[0] for r in tx.all(
-                "SELECT etag FROM publications WHERE aor = ? ORDER BY etag", (aor,))]
-            watchers = [r[0] for r in tx.all(
-                "SELECT watcher FROM presence_rules WHERE owner = ? ORDER BY watcher", (aor,))]
-            has_list = tx.one("SELECT 1 FROM contact_lists WHERE owner = ?", (aor,)) is not None
-            has_credentials = tx.one(
-                "SELECT 1 FROM credentials WHERE aor = ?", (aor,)) is not None
-            tx.execute("DELETE FROM publications WHERE aor = ?", (aor,))
-            tx.execute("DELETE FROM presence_rules WHERE owner = ?", (aor,))
-            tx.execute("DELETE FROM contact_lists WHERE owner = ?", (aor,))
-            tx.execute("DELETE FROM credentials WHERE aor = ?", (aor,))
-            tx.execute("DELETE FROM users WHERE aor = ?", (aor,))
-            for etag in etags:
-                tx.log_delete("presence", etag, now)
-            for watcher in watchers:
-                tx.log_delete("presence-rules", f"{aor}|{watcher}", now)
-            if has_list:
-                tx.log_delete("contacts", aor, now)
-            if has_credentials:
-                tx.log_delete("credentials", aor, now)
-            tx.log_delete("user", aor, now)
+            removal.log(tx, aor, now)
 
         await self._db.write(work)
 
@@ -127,7 +148,7 @@ class SqliteUserRepository(UserRepository):
             if tx.one("SELECT 1 FROM users WHERE aor = ?", (credentials.aor,)) is None:
                 raise NotFound(f"no user {credentials.aor}")
             _check_username_free(tx, credentials)
-            _upsert_credentials(tx, credentials)
+            upsert_credentials(tx, credentials)
             tx.log_put("credentials", credentials.aor, credentials, now)
 
         await self._db.write(work)
@@ -168,6 +189,35 @@ def check_contact_list(contact_list: ContactList) -> None:
             raise Conflict(f"contact list of {owner}: contact {contact.uri} names a group twice")
 
 
+def read_contact_list(tx: Tx, owner: str) -> ContactList:
+    """The owner's list (empty when never written)."""
+    groups = tuple(ContactGroup(name, display_name) for name, display_name in tx.all(
+        "SELECT name, display_name FROM contact_groups WHERE owner = ? "
+        "ORDER BY position", (owner,)))
+    contacts = tuple(
+        ContactEntry(uri, display_name, tuple(json.loads(group_names)))
+        for uri, display_name, group_names in tx.all(
+            "SELECT uri, display_name, group_names FROM contacts WHERE owner = ? "
+            "ORDER BY position", (owner,)))
+    return ContactList(owner, groups, contacts)
+
+
+def write_contact_list(tx: Tx, contact_list: ContactList) -> None:
+    """Replace the owner's whole list (checked by `check_contact_list`)."""
+    owner = contact_list.owner
+    tx.execute("DELETE FROM contact_lists WHERE owner = ?", (owner,))
+    tx.execute("INSERT INTO contact_lists (owner) VALUES (?)", (owner,))
+    tx.conn.executemany(
+        "INSERT INTO contact_groups (owner, name, display_name, position) "
+        "VALUES (?, ?, ?, ?)",
+        [(owner, g.name, g.display_name, i) for i, g in enumerate(contact_list.groups)])
+    tx.conn.executemany(
+        "INSERT INTO contacts (owner, uri, display_name, group_names, position) "
+        "VALUES (?, ?, ?, ?, ?)",
+        [(owner, c.uri, c.display_name, json.dumps(list(c.groups)), i)
+         for i, c in enumerate(contact_list.contacts)])
+
+
 class SqliteContactListRepository(ContactListRepository):
     """Contact lists; a put logs one `contacts` change keyed by owner carrying the whole list."""
 
@@ -177,18 +227,7 @@ class SqliteContactListRepository(ContactListRepository):
     async def get(self, owner: str) -> ContactList:
         """The owner's list (empty when never written)."""
 
-        def work(tx: Tx) -> ContactList:
-            groups = tuple(ContactGroup(name, display_name) for name, display_name in tx.all(
-                "SELECT name, display_name FROM contact_groups WHERE owner = ? "
-                "ORDER BY position", (owner,)))
-            contacts = tuple(
-                ContactEntry(uri, display_name, tuple(json.loads(group_names)))
-                for uri, display_name, group_names in tx.all(
-                    "SELECT uri, display_name, group_names FROM contacts WHERE owner = ? "
-                    "ORDER BY position", (owner,)))
-            return ContactList(owner, groups, contacts)
-
-        return await self._db.read(work)
+        return await self._db.read(lambda tx: read_contact_list(tx, owner))
 
     async def put(self, contact_list: ContactList, *, now: float) -> None:
         """Replace the owner's whole list; `Conflict` (nothing written) unless every
@@ -197,17 +236,7 @@ class SqliteContactListRepository(ContactListRepository):
         owner = contact_list.owner
 
         def work(tx: Tx) -> None:
-            tx.execute("DELETE FROM contact_lists WHERE owner = ?", (owner,))
-            tx.execute("INSERT INTO contact_lists (owner) VALUES (?)", (owner,))
-            tx.conn.executemany(
-                "INSERT INTO contact_groups (owner, name, display_name, position) "
-                "VALUES (?, ?, ?, ?)",
-                [(owner, g.name, g.display_name, i) for i, g in enumerate(contact_list.groups)])
-            tx.conn.executemany(
-                "INSERT INTO contacts (owner, uri, display_name, group_names, position) "
-                "VALUES (?, ?, ?, ?, ?)",
-                [(owner, c.uri, c.display_name, json.dumps(list(c.groups)), i)
-                 for i, c in enumerate(contact_list.contacts)])
+            write_contact_list(tx, contact_list)
             tx.log_put("contacts", owner, contact_list, now)
 
         await self._db.write(work)
