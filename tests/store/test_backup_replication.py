@@ -198,10 +198,10 @@ def postgres_pair(server: PgInstance) -> Callable[[], contextlib.AbstractAsyncCo
 
     @contextlib.asynccontextmanager
     async def pair() -> AsyncIterator[tuple[Store, Store]]:
-        async with fresh_database(server) as one, fresh_database(server) as two:
-            async with PostgresStore(one, pool=POOL) as source, \
-                    PostgresStore(two, pool=OTHER_POOL) as target:
-                yield source, target
+        async with fresh_database(server) as one, fresh_database(server) as two, \
+                PostgresStore(one, pool=POOL) as source, \
+                PostgresStore(two, pool=OTHER_POOL) as target:
+            yield source, target
 
     return pair
 
@@ -209,7 +209,7 @@ def postgres_pair(server: PgInstance) -> Callable[[], contextlib.AbstractAsyncCo
 OPS = st.lists(operations, min_size=12, max_size=40)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(ops=OPS, data=st.data())
 async def test_shipping_the_log_reproduces_every_key_on_sqlite(ops: list[Op],
                                                                data: st.DataObject) -> None:
@@ -217,7 +217,7 @@ async def test_shipping_the_log_reproduces_every_key_on_sqlite(ops: list[Op],
         await ship_and_compare(source, target, ops, data)
 
 
-@settings(max_examples=12, deadline=None,
+@settings(max_examples=15, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(ops=OPS, data=st.data())
 async def test_shipping_the_log_reproduces_every_key_on_postgres(
