@@ -127,3 +127,18 @@ async def test_unsigned_or_wrongly_signed_backup_calls_are_refused(pair: Pair) -
                 "/backup/apply", body)
     status, text = post(good)
     assert status == 200, text
+
+
+async def test_a_rebuilt_backup_pool_is_sent_everything_again(pair: Pair) -> None:
+    writers = pair.writers(USERS, rate=30)
+    writers.start()
+    await wait_for(lambda: _is(len(writers.stats.acked) >= 30), 30, "writes")
+    await writers.stop()
+    pair.cli("backup", "sync", "se1")
+    pair.cli("server", "stop", "se2")
+    for path in (pair.rundir / "data" / "se2").glob("store.sqlite*"):
+        path.unlink()                                          # the backup pool is rebuilt
+    pair.cli("server", "start", "se2")
+    synced = pair.cli_json("backup", "sync", "se1")            # DR-4
+    assert synced["synced"] is True and synced["applied_seq"] == synced["last_seq"]
+    assert await pair.lost_on(writers, "se2") == []

@@ -2,12 +2,16 @@
 
 A batch::
 
-    {"source": "fe1", "changes": [{"seq": 7, "pool": "fe1", "category": "contacts",
+    {"source": "fe1", "after": 6, "changes": [{"seq": 7, "pool": "fe1", "category": "contacts",
       "key": "sip:alice@example.com", "op": "put", "payload": "{...}", "at": 1.5}, ...],
      "blobs": {"<sha256 hex>": "<base64>"}}
 
 `blobs` carries the bytes of the meeting content a batch references (content-addressed:
-the receiver checks each digest). Decoding is strict: `BatchError` names what is wrong.
+the receiver checks each digest). `after` is the progress the sender believes the
+receiver has; a receiver that has applied less (it was rebuilt, or restored from an
+older copy) refuses the batch, and the sender starts again from the receiver's
+progress — so a gap is never skipped. Decoding is strict: `BatchError` names what is
+wrong.
 """
 
 from __future__ import annotations
@@ -34,10 +38,10 @@ def pair_key(a: str, b: str) -> str:
     return f"pair:{first}:{second}"
 
 
-def encode_batch(source: str, changes: Sequence[Change],
-                 blobs: Mapping[str, bytes]) -> dict[str, object]:
+def encode_batch(source: str, changes: Sequence[Change], blobs: Mapping[str, bytes],
+                 after: int = 0) -> dict[str, object]:
     """The JSON object of a batch."""
-    return {"source": source,
+    return {"source": source, "after": after,
             "changes": [{"seq": c.seq, "pool": c.pool, "category": c.category, "key": c.key,
                          "op": c.op, "payload": c.payload, "at": c.at} for c in changes],
             "blobs": {sha: base64.b64encode(data).decode() for sha, data in blobs.items()}}

@@ -165,7 +165,8 @@ class BackupService:
             return 0
         changes, blobs = await self._with_blobs(changes)
         status, body = await self._call("POST", "/backup/apply",
-                                        encode_batch(self.pool, changes, blobs))
+                                        encode_batch(self.pool, changes, blobs,
+                                                     after=self.state.acked_seq))
         if status != 200:
             self.state.acked_known = False
             self.state.error = self._why(status, body)
@@ -319,8 +320,10 @@ class BackupService:
             raise HttpError(413, f"batch larger than {MAX_PEER_BODY_BYTES} bytes")
         self._verify(request, raw)
         try:
-            source, changes, blobs = decode_batch(json.loads(raw))
-        except (ValueError, BatchError) as exc:
+            value = json.loads(raw)
+            source, changes, blobs = decode_batch(value)
+            after = int(value.get("after", 0))
+        except (ValueError, BatchError, TypeError, AttributeError) as exc:
             raise HttpError(400, f"bad batch: {exc}") from None
         if source != self.partner:
             raise HttpError(400, f"source: {self.pool} backs up {self.partner}, not {source}")
@@ -328,6 +331,11 @@ class BackupService:
         if record is not None and record.served_by_backup:
             raise HttpError(409, f"{source} is {record.state} (term {record.term}): its "
                                  "changes are fenced until failback (DR-7)")
+        current = await self.store.backup.progress(source)
+        if current.seq < after:
+            raise HttpError(409, f"gap: {self.pool} has applied {source}'s changes up to "
+                                 f"{current.seq}, the batch follows {after}; resend from "
+                                 f"{current.seq}")
         try:
             progress = await self.store.backup.apply(source, changes, blobs=blobs,
                                                      now=self.wall_clock())
@@ -425,7 +433,8 @@ class BackupService:
         if fenced is not None:
             raise HttpError(409, f"not shipping: {fenced}")
         target = await self.store.changes.last_seq()
-        self.state.acked_known = False
+        if not await self._ask_progress():        # the partner's own word, not our cache
+            raise HttpError(503, self.state.error, (("Retry-After", "5"),))
         self._wake.set()
         done = await self.wait_caught_up(target, min(timeout, 120.0))
         return web.json_response({**await self.status(), "synced": done,
