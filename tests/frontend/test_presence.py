@@ -110,9 +110,22 @@ async def test_subscribing_to_an_unknown_user_is_404(
 async def test_publish_refresh_with_unknown_etag_is_412(
         frontend: FrontEnd, make_ua: MakeUA) -> None:
     alice: UserAgent = await make_ua("alice")
-    alice._publish_etag = "not-an-etag"
-    response = await alice.publish(b"")
+    request = alice.new_request("PUBLISH", alice.aor)
+    request.headers.add("Event", "presence")
+    request.headers.add("Expires", "600")
+    request.headers.add("SIP-If-Match", "not-an-etag")
+    response = await alice.send(request)
     assert response.status == 412
+
+
+async def test_a_client_whose_etag_is_unknown_publishes_afresh(
+        frontend: FrontEnd, make_ua: MakeUA) -> None:
+    """RFC 3903 §4.1: after 412 the client publishes its state without SIP-If-Match
+    (what a client does when its pool failed over and the entity tag did not follow)."""
+    alice: UserAgent = await make_ua("alice")
+    alice._publish_etag = "not-an-etag"
+    response = await alice.publish(basic_pidf(str(alice.aor), "open", "back"))
+    assert response.status == 200 and response.headers.get("SIP-ETag")
 
 
 async def test_publishing_someone_elses_presence_is_forbidden(
