@@ -167,6 +167,8 @@ async def test_order_rules_and_refusals_dr11(pair: Pair) -> None:
     pair.cli("cms", "failover")
     pair.cli("pool", "failover", "se1")
     assert "already failed-over" in refusal("pool", "failover", "se1")
+    assert "pool failback se1" in refusal("user", "add", f"sip:late@{DOMAIN}", "--password",
+                                          "pw", "--pool", "se1")
     assert "DR-11" in refusal("pool", "failover", "se2", "--disaster")
     assert "not failed over" in refusal("pool", "failback", "se2")
     pair.cli("pool", "failback", "se1")

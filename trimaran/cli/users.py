@@ -79,6 +79,22 @@ def context(rundir: str | None) -> tuple[RunDir, Topology]:
     return run, load_topology(run.topology)
 
 
+def refuse_while_failed_over(run: RunDir, pool: str) -> None:
+    """Users are added and removed on their home pool only while it serves them: a
+    failed-over pool's store is fenced (DR-7), and what it writes then is replaced by
+    the backup pool's copy at failback."""
+    from trimaran.deploy.dr import Deployment, DrError
+    try:
+        _, records = Deployment(run).records()
+    except (DrError, OSError, ValueError):
+        return          # the deployment is not running: nothing is failed over
+    record = records.get(pool)
+    if record is not None and record[0].state != "normal":
+        fail(f"pool {pool} is {record[0].state} to {record[0].backup} (term "
+             f"{record[0].term}): add or remove its users after `trimaran pool failback "
+             f"{pool}`")
+
+
 def choose_pool(topology: Topology, pool: str | None) -> str:
     """`--pool`, or the only Front End pool; refuses when ambiguous."""
     pools = frontend_pools(topology)
@@ -109,6 +125,7 @@ def user_add(uri: str, password: str, pool: str | None, number: str | None,
     run, topology = context(rundir)
     aor = canonical_aor(uri, topology.sip_domain)
     home = choose_pool(topology, pool)
+    refuse_while_failed_over(run, home)
     if number is not None and not E164.match(number):
         fail(f"--number {number!r} is not an E.164 number (+ and 7 to 15 digits)")
     if not password:
@@ -140,6 +157,7 @@ def user_remove(uri: str, pool: str | None, rundir: str | None) -> None:
     run, topology = context(rundir)
     aor = canonical_aor(uri, topology.sip_domain)
     home = choose_pool(topology, pool)
+    refuse_while_failed_over(run, home)
 
     async def remove(store: Store) -> None:
         try:
