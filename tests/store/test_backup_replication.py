@@ -14,7 +14,7 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.store.conftest import (
@@ -217,8 +217,7 @@ async def test_shipping_the_log_reproduces_every_key_on_sqlite(ops: list[Op],
         await ship_and_compare(source, target, ops, data)
 
 
-@settings(max_examples=15, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=15, deadline=None)
 @given(ops=OPS, data=st.data())
 async def test_shipping_the_log_reproduces_every_key_on_postgres(
         pg_server: PgInstance, ops: list[Op], data: st.DataObject) -> None:

@@ -5,6 +5,7 @@ and exports what it holds per key. Runs against every backend of the `store` fix
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 
 import pytest
@@ -279,3 +280,12 @@ async def test_keys_are_those_of_the_pools_users(store: Store) -> None:
     assert await store.backup.keys("user", "nowhere") == []
     with pytest.raises(CodecError):
         await store.backup.keys("bindings", POOL)
+
+
+async def test_concurrent_applies_of_one_source_apply_each_change_once(store: Store) -> None:
+    batch = [put(i, "cms", CmsDocument(f"k{i}", "v", i, 1.0)) for i in range(1, 11)]
+    batch += [delete(10 + i, "cms", f"k{i}") for i in range(1, 6)]   # each bumps the version
+    results = await asyncio.gather(*(apply(store, batch[i:]) for i in (0, 0, 3, 5, 9, 0)))
+    assert {r.seq for r in results} == {15}
+    assert await store.cms.version() == 15                         # no delete applied twice
+    assert [d.key for d in await store.cms.all()] == sorted(f"k{i}" for i in range(6, 11))

@@ -201,3 +201,21 @@ async def test_a_store_written_by_a_newer_trimaran_is_refused(tmp_path: Path) ->
     with pytest.raises(SchemaTooNew, match=f"version {LATEST_VERSION + 1}"):
         await store.open()
     await store.close()                       # harmless: the failed open left nothing open
+
+
+async def test_a_version_1_store_is_upgraded_keeping_its_data(tmp_path: Path) -> None:
+    path = tmp_path / "pool.sqlite"
+    c = sqlite3.connect(path, isolation_level=None)
+    try:
+        assert migrate(SqliteMigrationDriver(c), MIGRATIONS[:1]) == [1]
+        c.execute("INSERT INTO meetings (id, organizer, created_at) VALUES ('m1', 'o', 1.0)")
+    finally:
+        c.close()
+    async with SqliteStore(path, pool=POOL) as store:
+        assert store.applied_migrations == tuple(range(2, LATEST_VERSION + 1))
+        assert await store.schema_version() == LATEST_VERSION
+        assert await store.meetings.get("m1") is not None
+        assert await store.cms.version() == 0
+        assert (await store.meetings.attach("m1", "a.txt", b"a", now=2.0)).size == 1
+        assert (await store.cms.put("k", "v", now=2.0)).version == 1
+        assert (await store.backup.progress("fe2")).seq == 0

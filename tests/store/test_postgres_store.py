@@ -50,6 +50,7 @@ from trimaran.store import (
 )
 from trimaran.store.postgres import LATEST_VERSION
 from trimaran.store.postgres_errors import Retryable, split_hosts, translate
+from trimaran.store.postgres_schema import MIGRATIONS
 
 # --- helpers ---------------------------------------------------------------------------
 
@@ -253,6 +254,30 @@ async def test_migrations_are_applied_once_when_front_ends_open_a_new_database_a
             LATEST_VERSION
     finally:
         await asyncio.gather(*(s.close() for s in stores))
+
+
+async def test_a_version_1_database_is_upgraded_keeping_its_data(pg_db: str) -> None:
+    conn = await asyncpg.connect(pg_db)
+    try:
+        step = MIGRATIONS[0].step
+        assert isinstance(step, str)
+        await conn.execute(step)
+        await conn.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, "
+                           "description TEXT NOT NULL)")
+        await conn.execute("INSERT INTO schema_version VALUES (1, $1)",
+                           MIGRATIONS[0].description)
+        await conn.execute("INSERT INTO meetings (id, organizer, created_at) "
+                           "VALUES ('m1', 'o', 1.0)")
+    finally:
+        await conn.close()
+    async with pg_store(pg_db) as store:
+        assert store.applied_migrations == tuple(range(2, LATEST_VERSION + 1))
+        assert await store.schema_version() == LATEST_VERSION
+        assert await store.meetings.get("m1") is not None
+        assert await store.cms.version() == 0
+        assert (await store.meetings.attach("m1", "a.txt", b"a", now=2.0)).size == 1
+        assert (await store.cms.put("k", "v", now=2.0)).version == 1
+        assert (await store.backup.progress("fe2")).seq == 0
 
 
 async def test_a_database_written_by_a_newer_trimaran_is_refused(pg_db: str) -> None:
