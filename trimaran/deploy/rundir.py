@@ -121,10 +121,19 @@ class RunDir:
         """The pool's secret, created on first use (never logged)."""
         key_file = self.path / "secrets" / f"{pool}.key"
         if not key_file.exists():
+            # Servers starting together may both create it: write a private temporary
+            # file whole, then link it into place (atomic; the loser reads the winner's).
             key_file.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            tmp = key_file.with_name(f".{key_file.name}.{os.getpid()}.{secrets.token_hex(4)}")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as handle:
                 handle.write(secrets.token_hex(32))
+            try:
+                os.link(tmp, key_file)
+            except FileExistsError:
+                pass
+            finally:
+                tmp.unlink()
         return bytes.fromhex(key_file.read_text().strip())
 
     def load_state(self) -> DeploymentState:
