@@ -48,11 +48,10 @@ class Homing:
         """New CMS copy: remember the records; tell who lost or gained users."""
         records = snapshot.failover_records()
         changed = {pool for pool in set(records) | set(self.records)
-                   if (records.get(pool), self.records.get(pool)) and
-                   _serving(records.get(pool)) != _serving(self.records.get(pool))}
+                   if _serving(pool, records) != _serving(pool, self.records)}
         moved = {pool for pool in changed
-                 if (pool == self.pool or
-                     (records.get(pool) or PoolFailover(pool)).backup == self.pool)}
+                 if pool == self.pool or
+                 (records.get(pool) or PoolFailover(pool)).backup == self.pool}
         self.records = records
         if moved:
             log.warning("failover records changed for %s: %s", sorted(moved),
@@ -103,8 +102,10 @@ class Homing:
                             (("Retry-After", RETRY_AFTER),))
 
 
-def _serving(record: PoolFailover | None) -> tuple[str, bool] | None:
-    return None if record is None else (record.serving_pool(), record.read_only)
+def _serving(pool: str, records: dict[str, PoolFailover]) -> tuple[str, bool]:
+    """Who serves `pool`'s users and whether read-only (no record: the pool, fully)."""
+    record = records.get(pool) or PoolFailover(pool)
+    return record.serving_pool(), record.read_only
 
 
 class DisasterRecovery:

@@ -1,0 +1,42 @@
+"""Which users a Front End serves follows the failover records in its CMS copy (DR-5, DR-7)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from trimaran.cms.failover import PoolFailover, document_key, plan_failover
+from trimaran.cms.replica import Snapshot
+from trimaran.roles.frontend.homing import Homing
+from trimaran.store.model import CmsDocument, Credentials, User
+from trimaran.store.sqlite import SqliteStore
+
+A, B = PoolFailover("a", backup="b"), PoolFailover("b", backup="a")
+
+
+def snapshot(*records: PoolFailover) -> Snapshot:
+    docs = {document_key(r.pool): CmsDocument(document_key(r.pool), r.to_json(), i + 1, 0.0)
+            for i, r in enumerate(records)}
+    return Snapshot(len(docs), None, docs, 0.0)
+
+
+async def test_backup_pool_serves_the_failed_pools_users_and_tells_who_moved(
+        tmp_path: Path) -> None:
+    async with SqliteStore(tmp_path / "b.sqlite", pool="b") as store:
+        await store.users.add(User("sip:ann@x", "a"), Credentials("sip:ann@x", "ann", "x",
+                                                                  "0" * 32, "0" * 64), now=1)
+        homing = Homing("b", store)
+        moved: list[set[str]] = []
+        homing.on_records_changed = moved.append
+        homing.update(snapshot(A, B))
+        st = await homing.standing("sip:ann@x")
+        assert (st.serve, st.redirect_to) == (False, "a")      # normal: sent home
+        assert moved == []
+        homing.update(snapshot(plan_failover(A, B, cms_master="b", disaster=True, now=1), B))
+        st = await homing.standing("sip:ann@x")
+        assert st.serve and not st.read_only                     # failed over: full rights
+        assert moved == [{"a"}]
+        await homing.check_write("sip:ann@x")                    # no HttpError
+        homing.update(snapshot(A, B))
+        assert moved == [{"a"}, {"a"}]
+        st = await homing.standing("sip:ann@x")
+        assert not st.serve and "a serves its own users" in st.reason
