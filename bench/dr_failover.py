@@ -461,7 +461,8 @@ def report(b: Bench, args: argparse.Namespace) -> list[str]:
         f"Edition server each, all processes on this machine; clients and writers in one "
         f"Python process",
         f"- writes: {args.writers} users, asked {args.rate:.0f}/s, acknowledged "
-        f"{r['write_rate']:.0f}/s before the kill (contact-list PUTs, meetings and presence PUBLISHes; writes stop at the kill and resume after the loss check)",
+        f"{r['write_rate']:.0f}/s before the kill (contact-list PUTs, meetings and "
+        "presence PUBLISHes; writes stop at the kill and resume after the loss check)",
         f"- setup: {n} users written to se1's store in {r['add_seconds']:.1f} s, shipped "
         f"to se2 in {r['replicate_seconds']:.1f} s; cold sign-in of all {n} on se1 "
         f"{r['cold_signin']:.1f} s (64 at a time)",
