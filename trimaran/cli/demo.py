@@ -90,4 +90,9 @@ The deployment keeps running. Point a SIP client (e.g. baresip, linphone) at it:
   domain / digest realm      : {DOMAIN}
   user                       : alice@{DOMAIN}   password {alice[1]}
 Status:  {command} status --dir {run.path}
+DR:      {command} backup status se1 --dir {run.path}     (se1 is copied to se2 as you go)
+         {command} site fail dc1 --dir {run.path}         (lose data center 1)
+         {command} cms failover --disaster --dir {run.path}
+         {command} pool failover se1 --disaster --dir {run.path}   (alice and bob move to se2)
+         {command} site restore dc1 --dir {run.path} ; {command} pool failback se1 --dir {run.path}
 Stop:    {command} down --dir {run.path}""")

@@ -54,8 +54,9 @@ def pool_failover(name: str, disaster: bool, rundir: str | None, as_json: bool) 
     click.echo(f"pool {name} failed over to {result['backup']} in {result['seconds']:.2f} s "
                f"(term {result['term']})")
     if disaster:
-        click.echo(f"changes of {name} written after "
-                   f"{_when(result['changes_after_this_time_lost'])} were not copied")
+        click.echo(f"{result['backup']} holds {name}'s changes up to one written "
+                   f"{_when(result['changes_after_this_time_lost'])}; any written later "
+                   f"on {name} are lost (the lag at the failure)")
 
 
 @pool.command("failback")
@@ -74,8 +75,9 @@ def pool_failback(name: str, disaster: bool, rundir: str | None, as_json: bool) 
     click.echo(f"pool {name} failed back from {result['backup']} in "
                f"{result['seconds']:.2f} s (term {result['term']})")
     if disaster:
-        click.echo(f"changes made on {result['backup']} after "
-                   f"{_when(result['changes_on_backup_after_this_time_lost'])} are lost")
+        click.echo(f"{name} holds the changes made on {result['backup']} up to one written "
+                   f"{_when(result['changes_on_backup_after_this_time_lost'])}; any made "
+                   "there later are lost")
 
 
 # -- backup -------------------------------------------------------------------------------
