@@ -202,12 +202,21 @@ class Standing:
 
     serve: bool                 # accept the user's sign-in here
     read_only: bool             # refuse the user's persistent changes
-    redirect_to: str | None     # the pool to send the user to when not served here
+    redirect_to: str | None     # the pool to send the user to (None: ask to retry later)
     reason: str
+    mode: str = "full"          # "full" | "resiliency" (DR-8) when served here
 
 
-def standing(own_pool: str, home_pool: str, records: Mapping[str, PoolFailover]) -> Standing:
-    """Whether `own_pool` serves a user homed on `home_pool` (DR-5, DR-7)."""
+#: Liveness of a paired pool as seen by its backup registrar (`roles.frontend.partner`).
+PARTNER_DOWN = frozenset({"down", "recovering"})
+PARTNER_SUSPECT = "suspect"
+
+
+def standing(own_pool: str, home_pool: str, records: Mapping[str, PoolFailover],
+             liveness: Mapping[str, str] | None = None) -> Standing:
+    """Whether `own_pool` serves a user homed on `home_pool`: failover records first
+    (DR-5, DR-7); then, for a pool `own_pool` is backup registrar of (`liveness` has its
+    state), resiliency mode while that pool is down by our own detection (DR-8)."""
     record = records.get(home_pool) or PoolFailover(home_pool)
     serving = record.serving_pool()
     if serving == own_pool:
@@ -217,7 +226,13 @@ def standing(own_pool: str, home_pool: str, records: Mapping[str, PoolFailover])
             why += f" ({record.state}: read-only)"
         return Standing(True, record.read_only, None, why)
     if home_pool == own_pool:
-        why = f"{own_pool} is {record.state} to {serving} (term {record.term})"
-    else:
-        why = f"{home_pool} serves its own users"
-    return Standing(False, True, serving, why)
+        return Standing(False, True, serving,
+                        f"{own_pool} is {record.state} to {serving} (term {record.term})")
+    alive = (liveness or {}).get(home_pool)
+    if serving == home_pool and alive in PARTNER_DOWN:
+        return Standing(True, True, None, f"home pool {home_pool} unreachable: resiliency "
+                        "mode, persistent changes refused", mode="resiliency")
+    if serving == home_pool and alive == PARTNER_SUSPECT:
+        return Standing(False, True, None, f"home pool {home_pool} not answering; retry "
+                        "(backup registrar after its detection interval)")
+    return Standing(False, True, serving, f"{home_pool} serves its own users")

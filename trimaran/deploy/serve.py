@@ -14,8 +14,10 @@ from trimaran.backup.service import BackupService
 from trimaran.cms.service import CmsService
 from trimaran.deploy.database import pool_dsn
 from trimaran.deploy.rundir import RunDir
+from trimaran.roles.dns.server import DnsConfig, run_dns
 from trimaran.roles.frontend.config import FrontEndConfig
 from trimaran.roles.frontend.homing import DisasterRecovery, Homing
+from trimaran.roles.frontend.partner import PartnerWatch
 from trimaran.roles.frontend.pool import Peer
 from trimaran.roles.frontend.server import FrontEndServer
 from trimaran.store.base import Store, StoreUnavailable
@@ -112,7 +114,30 @@ def disaster_recovery(topology: Topology, rundir: RunDir, name: str, pool: Pool,
                                secret=rundir.pair_secret(pool.name, partner.name),
                                records=lambda: homing.records,
                                local_host=resolver.server(name).address)
-    return DisasterRecovery(homing, cms, backup)
+    watch = None
+    registrar_of = [p for p in resolver.pools(PoolRole.FRONTEND)
+                    if p.name != pool.name and
+                    (registrar := resolver.backup_registrar(p.name)) is not None and
+                    registrar.name == pool.name]
+    if registrar_of:      # DR-8: our own detection of the pool we are backup registrar of
+        settings = topology.settings
+        watch = PartnerWatch(registrar_of[0].name, registrar_of[0].servers,
+                             interval=settings.heartbeat_seconds,
+                             detection=settings.resiliency_failover_seconds,
+                             fallback=settings.resiliency_fallback_seconds,
+                             local_host=resolver.server(name).address)
+    return DisasterRecovery(homing, cms, backup, watch)
+
+
+async def serve_dns(topology: Topology, name: str, pool: Pool) -> int:
+    """Run dns server `name` until SIGTERM/SIGINT."""
+    spec = Resolver(topology).server(name)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await run_dns(DnsConfig(topology, spec, pool.site_of(spec)), stop)
+    return 0
 
 
 async def serve(rundir: RunDir, name: str) -> int:
@@ -128,6 +153,8 @@ async def serve(rundir: RunDir, name: str) -> int:
         log.info("witness %s serving on %s:%s", name, spec.address, spec.admin_port)
         await run_witness(rundir.witness_dir(name), spec.address, spec.admin_port)
         return 0
+    if pool.role is PoolRole.DNS:
+        return await serve_dns(topology, name, pool)
     if pool.role is not PoolRole.FRONTEND:
         log.error("server %s: %s pools are not runnable by this version yet", name, pool.role)
         return 1

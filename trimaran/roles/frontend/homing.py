@@ -19,9 +19,10 @@ from collections.abc import Callable
 
 from trimaran.admin.http import HttpError, Route
 from trimaran.backup.service import BackupService
-from trimaran.cms.failover import PoolFailover, Standing, standing
+from trimaran.cms.failover import PARTNER_DOWN, PoolFailover, Standing, standing
 from trimaran.cms.replica import Snapshot
 from trimaran.cms.service import CmsService
+from trimaran.roles.frontend.partner import PartnerState, PartnerWatch
 from trimaran.sip.headers import Headers
 from trimaran.store.base import Store
 from trimaran.topology.model import Topology
@@ -41,6 +42,8 @@ class Homing:
         self.store = store
         self.topology = topology
         self.records: dict[str, PoolFailover] = {}
+        self.liveness: dict[str, str] = {}      # pools we are backup registrar of (DR-8)
+        self.partner: PartnerWatch | None = None
         self._home: dict[str, str] = {}
         self.on_records_changed: Callable[[set[str]], None] | None = None
 
@@ -60,6 +63,27 @@ class Homing:
             if self.on_records_changed is not None:
                 self.on_records_changed(moved)
 
+    def watch(self, partner: PartnerWatch) -> None:
+        """Follow the liveness of the pool we are backup registrar of: its users are
+        served here in resiliency mode while it is down, and sent home when it is up."""
+        self.partner = partner
+        self.liveness[partner.pool] = partner.current.state
+
+        def changed(state: PartnerState) -> None:
+            before = self.liveness.get(partner.pool)
+            self.liveness[partner.pool] = state.state
+            served = {s in PARTNER_DOWN for s in (before, state.state)}
+            if len(served) > 1 and self.on_records_changed is not None:
+                self.on_records_changed({partner.pool})
+        partner.on_change = changed
+
+    def retry_after(self) -> str:
+        """Retry-After for a user whose home pool is suspect: when it would be down."""
+        if self.partner is None:
+            return RETRY_AFTER
+        return str(int(self.partner.current.retry_after(self.partner.monotonic(),
+                                                        self.partner.detection)) + 1)
+
     async def home_pool(self, aor: str) -> str:
         """The user's home pool (their store record; this pool when unknown)."""
         pool = self._home.get(aor)
@@ -73,11 +97,11 @@ class Homing:
 
     async def standing(self, aor: str) -> Standing:
         """Whether this pool serves `aor` now, read-only or not, or where it goes."""
-        return standing(self.pool, await self.home_pool(aor), self.records)
+        return standing(self.pool, await self.home_pool(aor), self.records, self.liveness)
 
     def serves_pool(self, home_pool: str) -> bool:
         """True when users homed on `home_pool` are served by this pool now."""
-        return standing(self.pool, home_pool, self.records).serve
+        return standing(self.pool, home_pool, self.records, self.liveness).serve
 
     def redirect_contacts(self, pool: str, transport: str) -> Headers:
         """Contact headers naming `pool`'s servers (302 to REGISTER)."""
@@ -94,6 +118,9 @@ class Homing:
     async def check_write(self, aor: str) -> None:
         """The admin API's write check: `HttpError` unless `aor` may change data here."""
         st = await self.standing(aor)
+        if not st.serve and st.redirect_to is None:
+            raise HttpError(503, f"{aor} cannot change data now: {st.reason}",
+                            (("Retry-After", self.retry_after()),))
         if not st.serve:
             raise HttpError(409, f"{aor} is served by pool {st.redirect_to}: {st.reason}",
                             (("X-Trimaran-Serving-Pool", st.redirect_to or ""),))
@@ -112,10 +139,13 @@ class DisasterRecovery:
     """The DR parts of one Front End process: CMS follower, Backup Service, homing."""
 
     def __init__(self, homing: Homing, cms: CmsService | None,
-                 backup: BackupService | None) -> None:
+                 backup: BackupService | None, partner: PartnerWatch | None = None) -> None:
         self.homing = homing
         self.cms = cms
         self.backup = backup
+        self.partner = partner
+        if partner is not None:
+            homing.watch(partner)
         if cms is not None:
             cms.on_change = homing.update
 
@@ -130,9 +160,13 @@ class DisasterRecovery:
             await self.cms.start()
         if self.backup is not None:
             self.backup.start()
+        if self.partner is not None:
+            self.partner.start()
 
     async def stop(self) -> None:
-        """Stop following and shipping."""
+        """Stop following, probing and shipping."""
+        if self.partner is not None:
+            await self.partner.stop()
         if self.backup is not None:
             await self.backup.stop()
         if self.cms is not None:
@@ -146,6 +180,8 @@ class DisasterRecovery:
                          for p, r in sorted(self.homing.records.items())}}
         if self.cms is not None:
             result["cms"] = self.cms.status()
+        if self.partner is not None:
+            result["backup_registrar_of"] = self.partner.status()
         if self.backup is not None:
             st = self.backup.state
             result["backup"] = {"target": self.backup.partner, "applied_seq": st.acked_seq,

@@ -26,6 +26,7 @@ from trimaran import __version__
 from trimaran.admin.http import AdminContext, AdminServer
 from trimaran.admin.metrics import Metrics
 from trimaran.client.ua import uri_address
+from trimaran.cms.failover import Standing
 from trimaran.net.endpoint import IncomingRequest, SipEndpoint
 from trimaran.net.transport import Address, Flow, TransportConfig, TransportError
 from trimaran.roles.frontend.authn import RequestAuthenticator
@@ -112,6 +113,7 @@ class FrontEndServer:
                 dr.backup.is_shipper = self.is_shipper
         self.contact_flows: dict[str, str] = {}                # contact URI -> local flow id
         self.outbound: dict[str, set[tuple[str, str]]] = {}   # flow id -> {(aor, key)}
+        self.flow_modes: dict[str, str] = {}                  # flow id -> mode registered in
         self._tasks: set[asyncio.Task[None]] = set()
         self._housekeeping: asyncio.Task[None] | None = None
         self._membership_task: asyncio.Task[None] | None = None
@@ -311,8 +313,13 @@ class FrontEndServer:
             return
         if incoming.flow.reliable and not self.endpoint.transport.is_open(incoming.flow):
             return  # the client left (or gave up on us) before we got to it
-        if self.dr is not None and not await self._served_here(incoming, user):
-            return
+        mode, served_as = self.mode, "full"
+        if self.dr is not None:
+            st = await self._served_here(incoming, user)
+            if st is None:
+                return
+            served_as = st.mode
+            mode = "resiliency" if st.mode == "resiliency" else mode
         now = self.wall_clock()
         existing = await self.bindings_for(user)
         cfg = self.config
@@ -328,9 +335,11 @@ class FrontEndServer:
                                                                        plan.remove, now)
         if not plan.fetch_only:
             self._track_local(user, plan.upsert, plan.remove, existing, incoming.flow)
+            if incoming.flow.reliable:
+                self.flow_modes[incoming.flow.id] = served_as
         headers = contact_headers(bindings, now)
         headers.add("Date", time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(now)))
-        headers.add(MODE_HEADER, self.mode)
+        headers.add(MODE_HEADER, mode)
         self.reply(incoming, 200, headers=headers)
         if not plan.fetch_only and bool(existing) != bool(bindings):
             self.presence.schedule_notify(user)
@@ -588,20 +597,22 @@ class FrontEndServer:
                                                    (MODE_HEADER, self.mode)]))
 
     # -- pool failover (DR-5, DR-7) ----------------------------------------------------
-    async def _served_here(self, incoming: IncomingRequest, user: str) -> bool:
-        """REGISTER of a user this pool does not serve now: 302 to the pool that does."""
+    async def _served_here(self, incoming: IncomingRequest, user: str) -> Standing | None:
+        """The user's standing here; for a user this pool does not serve now, the REGISTER
+        is answered (302 to the pool that does, or 503 + Retry-After) and None returned."""
         assert self.dr is not None
         st = await self.dr.homing.standing(user)
         if st.serve:
-            return True
+            return st
         transport = "tcp" if incoming.flow.reliable else "udp"
-        headers = self.dr.homing.redirect_contacts(st.redirect_to or "", transport)
+        headers = self.dr.homing.redirect_contacts(st.redirect_to or "", transport) \
+            if st.redirect_to else Headers()
         if not len(headers):
             self.reply(incoming, 503, f"Not served here: {st.reason}"[:120],
-                       headers=Headers([("Retry-After", RETRY_AFTER)]))
-            return False
+                       headers=Headers([("Retry-After", self.dr.homing.retry_after())]))
+            return None
         self.reply(incoming, 302, f"Moved Temporarily ({st.reason})"[:120], headers=headers)
-        return False
+        return None
 
     def _users_moved(self, pools: set[str]) -> None:
         """The failover records moved `pools`' users: close the flows of users no longer

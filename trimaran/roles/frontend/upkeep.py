@@ -32,6 +32,7 @@ class Upkeep:
         for contact in [c for c, f in srv.contact_flows.items() if f == flow.id]:
             del srv.contact_flows[contact]
         outbound = srv.outbound.pop(flow.id, None)
+        srv.flow_modes.pop(flow.id, None)
         if outbound and reason != "shutdown" and not srv.draining:
             # When we shut down or drain, the clients move by themselves; their bindings
             # stay routable (requests are retried on fresh bindings) until they have.
@@ -127,15 +128,18 @@ class Upkeep:
             await srv.store.bindings.purge_server(srv.config.server)
 
     async def close_moved_flows(self) -> None:
-        """Close the client flows of users this pool no longer serves (pool failover or
-        failback moved them): their clients re-register and are redirected (DR-5, DR-7)."""
+        """Close the client flows of users this pool no longer serves, or now serves in
+        another mode than they registered in (their pool failed over or back, their home
+        pool went down or came back): their clients re-register, and are redirected or
+        get their new mode (DR-5, DR-7, DR-8)."""
         srv = self.server
         if srv.dr is None:
             return
         closing = []
         for flow_id, bindings in list(srv.outbound.items()):
             for aor, _ in bindings:
-                if not (await srv.dr.homing.standing(aor)).serve:
+                st = await srv.dr.homing.standing(aor)
+                if not st.serve or st.mode != srv.flow_modes.get(flow_id, "full"):
                     closing.append(flow_id)
                     break
         if closing:
