@@ -4,7 +4,7 @@ standing it gives that pool's users (SPEC DR-8), with time passed in."""
 from __future__ import annotations
 
 from trimaran.cms.failover import PoolFailover, plan_failover, standing
-from trimaran.roles.frontend.partner import DOWN, RECOVERING, SUSPECT, UP, PartnerState
+from trimaran.cms.liveness import DOWN, RECOVERING, SUSPECT, UP, PartnerState
 
 TIMING = {"interval": 1.0, "detection": 10.0, "fallback": 30.0}
 

@@ -218,7 +218,7 @@ def test_enum_values_are_checked_and_listed() -> None:
     text = text.replace("edition: standard", "edition: 2")
     found = by_path(violations_of(text))
     assert found["pools[0].role"] == (
-        "'front-end' is not one of: frontend, director, edge, mediation, sba, chat, witness"
+        "'front-end' is not one of: frontend, director, edge, mediation, sba, chat, witness, dns"
     )
     assert found["pools[0].edition"] == "expected one of: standard, enterprise, got number 2"
 

@@ -53,7 +53,7 @@ import logging
 import re
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -61,6 +61,7 @@ from typing import Any
 from aiohttp import web
 
 from trimaran.backend.durable import DurableStateError, read_json, write_json
+from trimaran.cms.liveness import PartnerWatch
 
 log = logging.getLogger(__name__)
 
@@ -321,8 +322,11 @@ class Witness:
     def __init__(self, state_dir: Path, host: str, port: int, *,
                  principal_timeout: float = DEFAULT_PRINCIPAL_TIMEOUT,
                  mirror_timeout: float | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 pools: Sequence[PartnerWatch] = ()) -> None:
         self.state_dir = Path(state_dir)
+        # DR-10: Front End pools with automatic failover, whose liveness we confirm.
+        self.pools = {watch.pool: watch for watch in pools}
         self.host = host
         self.port = port
         self._clock = clock
@@ -347,6 +351,9 @@ class Witness:
         app.router.add_post("/backends/{id}/heartbeat", self._post(self.core.heartbeat))
         app.router.add_post("/backends/{id}/vote", self._post(self.core.vote))
         app.router.add_post("/backends/{id}/exposed", self._post(self.core.expose))
+        app.router.add_get("/pools/{pool}", self._pool)
+        for watch in self.pools.values():
+            watch.start()
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
         await runner.setup()
         self._runner = runner
@@ -362,6 +369,8 @@ class Witness:
 
     async def close(self) -> None:
         """Stop serving; idempotent. The records are on disk already."""
+        for watch in self.pools.values():
+            await watch.stop()
         runner, self._runner = self._runner, None
         self.address = None
         if runner is not None:
@@ -408,6 +417,15 @@ class Witness:
     async def _health(self, request: web.Request) -> web.Response:
         return web.json_response({"healthy": True, "backends": len(self.core.backends())})
 
+    async def _pool(self, request: web.Request) -> web.Response:
+        """How this witness sees a Front End pool (DR-10: automatic failover needs the
+        witness to see the pool down too)."""
+        watch = self.pools.get(request.match_info["pool"])
+        if watch is None:
+            raise WitnessError(404, f"this witness does not watch pool "
+                                    f"{request.match_info['pool'][:40]!r}")
+        return web.json_response(watch.status())
+
     async def _all(self, request: web.Request) -> web.Response:
         now = self._clock()
         return web.json_response({b: self.core.view(b, now) for b in self.core.backends()})
@@ -430,7 +448,8 @@ class Witness:
 
 async def run_witness(state_dir: Path, host: str, port: int, *,
                       principal_timeout: float = DEFAULT_PRINCIPAL_TIMEOUT,
-                      stop: asyncio.Event | None = None) -> None:
+                      stop: asyncio.Event | None = None,
+                      pools: Sequence[PartnerWatch] = ()) -> None:
     """Serve as a witness until `stop` is set, SIGTERM or SIGINT (the body of
     ``trimaran serve --server WITNESS``)."""
     stop = stop or asyncio.Event()
@@ -438,7 +457,7 @@ async def run_witness(state_dir: Path, host: str, port: int, *,
     for signum in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signum, stop.set)
-    witness = Witness(state_dir, host, port, principal_timeout=principal_timeout)
+    witness = Witness(state_dir, host, port, principal_timeout=principal_timeout, pools=pools)
     await witness.start()
     try:
         await stop.wait()

@@ -137,7 +137,8 @@ def document_key(pool: str) -> str:
 
 
 def plan_failover(record: PoolFailover, partner: PoolFailover | None, *, cms_master: str | None,
-                  disaster: bool, now: float, cut_seq: int = 0) -> PoolFailover:
+                  disaster: bool, now: float, cut_seq: int = 0,
+                  reason: str | None = None) -> PoolFailover:
     """The record after `pool failover` starts (planned: `failing-over`; disaster:
     `failed-over` at once, `cut_seq` = the last of our changes the backup holds)."""
     pool = record.pool
@@ -157,7 +158,7 @@ def plan_failover(record: PoolFailover, partner: PoolFailover | None, *, cms_mas
     if disaster:
         return record._enter(FAILED_OVER, action="failover", mode="disaster", now=now,
                              cut_seq=cut_seq,
-                             reason=f"disaster failover to {record.backup}")
+                             reason=reason or f"disaster failover to {record.backup}")
     return record._enter(FAILING_OVER, action="failover", mode="planned", now=now,
                          reason=f"planned failover to {record.backup}: {pool} read-only")
 

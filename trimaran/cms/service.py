@@ -244,12 +244,13 @@ class CmsService:
         verify(request.headers, lambda key: self._secret if key == CMS_KEY_ID else None,
                request.method, request.path_qs, body)
 
-    async def _master(self) -> MasterLocator | None:
+    async def master(self) -> MasterLocator | None:
+        """Where this pool's store says the CMS master is."""
         doc = await self.store.cms.get(MASTER_KEY)
         return MasterLocator.from_json(doc.body) if doc is not None else None
 
     async def _require_master(self) -> MasterLocator:
-        master = await self._master()
+        master = await self.master()
         if master is None or master.pool != self.pool:
             raise HttpError(409, f"pool {self.pool} is not the CMS master"
                             + (f" (the master is {master.pool}, term {master.term})"
@@ -262,7 +263,7 @@ class CmsService:
             since = int(request.query.get("since", "0"))
         except ValueError:
             raise HttpError(400, "since: not an integer") from None
-        master = await self._master()
+        master = await self.master()
         if master is None or master.pool != self.pool:
             return web.json_response(
                 {"error": f"pool {self.pool} is not the CMS master",
@@ -307,23 +308,25 @@ class CmsService:
         self.wake()
         return web.json_response(_doc_json(doc))
 
-    async def _post_takeover(self, request: web.Request) -> web.Response:
-        """`cms failover`: this pool becomes master at a term above any it knows."""
-        await self._read(request)
-        current = await self._master()
+    async def take_over(self, why: str) -> dict[str, object]:
+        """`cms failover` (or an automatic pool failover): this pool becomes master at a
+        term above any it knows."""
+        current = await self.master()
         known = self.snapshot.master
         term = max(current.term if current else 0, known.term if known else 0) + 1
         if current is not None and current.pool == self.pool:
-            return web.json_response({"master": self.pool, "term": current.term,
-                                      "version": await self.store.cms.version(),
-                                      "already": True})
+            return {"master": self.pool, "term": current.term,
+                    "version": await self.store.cms.version(), "already": True}
         doc = await self.store.cms.put(MASTER_KEY, MasterLocator(self.pool, term).to_json(),
                                        now=self.wall_clock())
-        log.warning("CMS master taken over by pool %s at term %d (version %d)", self.pool,
-                    term, doc.version)
+        log.warning("CMS master taken over by pool %s at term %d (version %d): %s",
+                    self.pool, term, doc.version, why)
         self.wake()
-        return web.json_response({"master": self.pool, "term": term, "version": doc.version,
-                                  "already": False})
+        return {"master": self.pool, "term": term, "version": doc.version, "already": False}
+
+    async def _post_takeover(self, request: web.Request) -> web.Response:
+        await self._read(request)
+        return web.json_response(await self.take_over("cms failover --disaster"))
 
     async def _post_refresh(self, request: web.Request) -> web.Response:
         await self._read(request)

@@ -11,20 +11,21 @@ import time
 
 from trimaran.backend.witness import run_witness
 from trimaran.backup.service import BackupService
+from trimaran.cms.autofailover import AutoFailover
+from trimaran.cms.liveness import PartnerWatch
 from trimaran.cms.service import CmsService
 from trimaran.deploy.database import pool_dsn
 from trimaran.deploy.rundir import RunDir
 from trimaran.roles.dns.server import DnsConfig, run_dns
 from trimaran.roles.frontend.config import FrontEndConfig
 from trimaran.roles.frontend.homing import DisasterRecovery, Homing
-from trimaran.roles.frontend.partner import PartnerWatch
 from trimaran.roles.frontend.pool import Peer
 from trimaran.roles.frontend.server import FrontEndServer
 from trimaran.store.base import Store, StoreUnavailable
 from trimaran.store.postgres import PostgresStore
 from trimaran.store.sqlite import SqliteStore
 from trimaran.topology.loader import load_topology
-from trimaran.topology.model import Edition, Pool, PoolRole, Topology
+from trimaran.topology.model import Edition, Pool, PoolRole, Server, Topology
 from trimaran.topology.resolver import Resolver
 
 log = logging.getLogger("trimaran.serve")
@@ -119,14 +120,26 @@ def disaster_recovery(topology: Topology, rundir: RunDir, name: str, pool: Pool,
                     if p.name != pool.name and
                     (registrar := resolver.backup_registrar(p.name)) is not None and
                     registrar.name == pool.name]
+    auto = None
     if registrar_of:      # DR-8: our own detection of the pool we are backup registrar of
-        settings = topology.settings
-        watch = PartnerWatch(registrar_of[0].name, registrar_of[0].servers,
-                             interval=settings.heartbeat_seconds,
-                             detection=settings.resiliency_failover_seconds,
-                             fallback=settings.resiliency_fallback_seconds,
-                             local_host=resolver.server(name).address)
-    return DisasterRecovery(homing, cms, backup, watch)
+        watched = registrar_of[0]
+        local = resolver.server(name).address
+        watch = liveness_watch(topology, watched, local)
+        witness = third_site_witness(topology, (watched.site, pool.site))
+        if watched.auto_failover and pool.auto_failover and witness is not None:
+            auto = AutoFailover(pool=pool.name, partner=watched.name, cms=cms, witness=witness,
+                                liveness=lambda: watch.current.state, is_leader=lambda: True,
+                                interval=topology.settings.heartbeat_seconds,
+                                local_host=local)
+    return DisasterRecovery(homing, cms, backup, watch, auto)
+
+
+def third_site_witness(topology: Topology, sites: tuple[str, ...]) -> Server | None:
+    """A witness server outside `sites` (DR-10 needs one in a third site)."""
+    for candidate in topology.pools:
+        if candidate.role is PoolRole.WITNESS and not set(candidate.sites) & set(sites):
+            return candidate.servers[0] if candidate.servers else None
+    return None
 
 
 async def serve_dns(topology: Topology, name: str, pool: Pool) -> int:
@@ -140,6 +153,20 @@ async def serve_dns(topology: Topology, name: str, pool: Pool) -> int:
     return 0
 
 
+def liveness_watch(topology: Topology, pool: Pool, local_host: str) -> PartnerWatch:
+    """A probe of `pool`'s servers with the deployment's DR-8 timings."""
+    settings = topology.settings
+    return PartnerWatch(pool.name, pool.servers, interval=settings.heartbeat_seconds,
+                        detection=settings.resiliency_failover_seconds,
+                        fallback=settings.resiliency_fallback_seconds, local_host=local_host)
+
+
+def watched_pools(topology: Topology, local_host: str) -> list[PartnerWatch]:
+    """What a witness watches: the Front End pools with automatic failover (DR-10)."""
+    return [liveness_watch(topology, p, local_host) for p in topology.pools
+            if p.role is PoolRole.FRONTEND and p.auto_failover]
+
+
 async def serve(rundir: RunDir, name: str) -> int:
     """Run server `name` until SIGTERM/SIGINT; return the exit code."""
     topology = load_topology(rundir.topology)
@@ -151,7 +178,8 @@ async def serve(rundir: RunDir, name: str) -> int:
     if pool.role is PoolRole.WITNESS:
         spec = Resolver(topology).server(name)
         log.info("witness %s serving on %s:%s", name, spec.address, spec.admin_port)
-        await run_witness(rundir.witness_dir(name), spec.address, spec.admin_port)
+        await run_witness(rundir.witness_dir(name), spec.address, spec.admin_port,
+                          pools=watched_pools(topology, spec.address))
         return 0
     if pool.role is PoolRole.DNS:
         return await serve_dns(topology, name, pool)

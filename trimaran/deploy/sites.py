@@ -473,6 +473,25 @@ def cut(chain: str, addresses: tuple[str, ...]) -> None:
         raise
 
 
+def cut_between(chain: str, one: tuple[str, ...], other: tuple[str, ...]) -> None:
+    """Drop every loopback packet between the addresses of `one` and of `other` (a WAN
+    link between two sites), leaving both reachable from everywhere else. Raises
+    `SiteError` (nothing left behind); undone by `uncut(chain)`."""
+    _remove_chain(chain)
+    rules: list[tuple[str, ...]] = [("-N", chain)]
+    for a in one:
+        for b in other:
+            rules += [("-A", chain, "-s", a, "-d", b, "-j", "DROP"),
+                      ("-A", chain, "-s", b, "-d", a, "-j", "DROP")]
+    rules.append(("-I", "INPUT", "1", "-i", "lo", "-j", chain))
+    try:
+        for rule in rules:
+            _iptables_checked(*rule)
+    except SiteError:
+        _remove_chain(chain)
+        raise
+
+
 def uncut(chain: str) -> None:
     """Remove the cut held in `chain` (its jump from INPUT, its rules, the chain)."""
     if not _remove_chain(chain):

@@ -237,6 +237,13 @@ def _str(ctx: _Context, value: object, path: str) -> str | None:
     return None
 
 
+def _bool(ctx: _Context, value: object, path: str) -> bool | None:
+    if isinstance(value, bool):
+        return value
+    _bad(ctx, value, path, "true or false")
+    return None
+
+
 def _int(ctx: _Context, value: object, path: str) -> int | None:
     if isinstance(value, int) and not isinstance(value, bool):
         return value
@@ -352,16 +359,18 @@ def _site(ctx: _Context, value: object, path: str) -> Site | None:
 
 
 def _server(ctx: _Context, value: object, path: str) -> Server | None:
-    f = _Fields(ctx, value, path, "server", ("name", "address", "sip_port", "admin_port", "site"))
+    f = _Fields(ctx, value, path, "server", ("name", "address", "sip_port", "admin_port", "site",
+                                                     "dns_port"))
     name = f.required("name", _str)
     address = f.required("address", _str)
     defaults = Server("", "")
     sip_port = f.optional("sip_port", _int, defaults.sip_port)
     admin_port = f.optional("admin_port", _int, defaults.admin_port)
     site = f.optional("site", _str, None)
+    dns_port = f.optional("dns_port", _int, None)
     if name is None or address is None:
         return None
-    return Server(name, address, sip_port, admin_port, site)
+    return Server(name, address, sip_port, admin_port, site, dns_port)
 
 
 def _database(ctx: _Context, value: object, path: str) -> DatabaseEndpoint | None:
@@ -403,7 +412,7 @@ def _capacity(ctx: _Context, value: object, path: str) -> Capacity | None:
 _POOL_KEYS = (
     "name", "site", "role", "servers", "edition", "backup_pool", "paired_with",
     "backup_registrar", "backend", "capacity", "expected_users", "edge_pool", "next_hop",
-    "active_servers",
+    "active_servers", "auto_failover",
 )
 
 
@@ -442,6 +451,7 @@ def _pool(ctx: _Context, value: object, path: str) -> Pool | None:
         "edge_pool": f.optional("edge_pool", _str, None),
         "next_hop": f.optional("next_hop", _str, None),
         "active_servers": f.optional("active_servers", _str_list, None),
+        "auto_failover": f.optional("auto_failover", _bool, False),
     }
     if name is None or site is None or role is None or servers is None:
         return None

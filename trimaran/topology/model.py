@@ -21,6 +21,7 @@ from enum import StrEnum
 DEFAULT_SIP_PORT = 5060
 DEFAULT_ADMIN_PORT = 8080
 DEFAULT_DATABASE_PORT = 5432
+DEFAULT_DNS_PORT = 53
 
 # FE-6: the model's published figures, the defaults of `Capacity`.
 MODEL_USERS_PER_SERVER = 6660
@@ -50,6 +51,7 @@ class PoolRole(StrEnum):
     SBA = "sba"
     CHAT = "chat"
     WITNESS = "witness"
+    DNS = "dns"
 
 
 class Edition(StrEnum):
@@ -107,6 +109,7 @@ class Server:
 
     `site` is only set for a server of a stretched pool that lives in another site
     than its pool's (METRO-1); otherwise the server is in its pool's site.
+    `dns_port` applies to servers of a dns pool only (None: `DEFAULT_DNS_PORT`).
     """
 
     name: str
@@ -114,6 +117,13 @@ class Server:
     sip_port: int = DEFAULT_SIP_PORT
     admin_port: int = DEFAULT_ADMIN_PORT
     site: str | None = None
+    dns_port: int | None = None
+
+    @property
+    def dns_endpoint(self) -> Endpoint:
+        """Where a dns server answers DNS (UDP and TCP)."""
+        return Endpoint(self.address, DEFAULT_DNS_PORT if self.dns_port is None
+                        else self.dns_port)
 
     @property
     def sip_endpoint(self) -> Endpoint:
@@ -207,6 +217,8 @@ class Pool:
       edge_pool         frontend: the Edge pool relaying its media (EDGE-5)
       next_hop          edge: the Director or Front End pool behind it (EDGE-4)
       active_servers    chat: servers accepting connections; None means all (PC-2)
+      auto_failover     frontend, paired: fail the pool over automatically when its
+                        backup pool and a witness in a third site both see it down (DR-10)
     """
 
     name: str
@@ -222,6 +234,7 @@ class Pool:
     edge_pool: str | None = None
     next_hop: str | None = None
     active_servers: tuple[str, ...] | None = None
+    auto_failover: bool = False
 
     @property
     def backup_pool(self) -> str | None:

@@ -34,6 +34,7 @@ FE, DIR, EDGE, SBA, CHAT = (
 ROLE_FIELDS: dict[str, frozenset[PoolRole]] = {
     "edition": frozenset({FE}),
     "paired_with": frozenset({FE}),
+    "auto_failover": frozenset({FE}),
     "backup_registrar": frozenset({FE, SBA}),
     "backend": frozenset({FE, CHAT}),
     "capacity": frozenset({FE}),
@@ -49,6 +50,8 @@ _CENTRAL_ONLY = frozenset({FE, DIR, EDGE, CHAT})
 
 def _is_set(pool: Pool, name: str) -> bool:
     value = getattr(pool, name)
+    if isinstance(value, bool):
+        return value
     return value != Capacity() if name == "capacity" else value is not None
 
 
@@ -68,6 +71,16 @@ def check_role_fields(facts: Facts) -> Iterator[Violation]:
         if pool.role is FE and pool.edition is None:
             yield error(f"{pool_path(i)}.edition",
                         "a Front End pool needs an edition (standard or enterprise)")
+
+
+def check_dns_servers(facts: Facts) -> Iterator[Violation]:
+    """`dns_port` is set only on servers of a dns pool (they answer DNS for the
+    deployment's domain on it, default 53)."""
+    for placed in facts.placed_servers:
+        if placed.server.dns_port is not None and placed.pool.role is not PoolRole.DNS:
+            yield error(f"{placed.path}.dns_port",
+                        f"dns_port does not apply to a server of a {placed.pool.role} pool "
+                        f"(only: dns)")
 
 
 def check_site_kind(facts: Facts) -> Iterator[Violation]:
@@ -151,6 +164,27 @@ def _pair_mismatches(path: str, pool: Pool, partner: Pool) -> Iterator[Violation
     if len(schemes) == 2 and schemes[0] != schemes[1]:
         yield error(path, f"{pool.name}'s Back End is {schemes[0]} but {partner.name}'s is "
                     f"{schemes[1]}; paired pools use the same Back End HA scheme")
+
+
+def check_auto_failover(facts: Facts) -> Iterator[Violation]:
+    """Automatic pool failover (DR-10) is set on both pools of a pair and needs a witness
+    in a third site (neither pool's), which must confirm the pool is down."""
+    witnesses = [p for p in facts.topology.pools if p.role is PoolRole.WITNESS]
+    for i, pool in enumerate(facts.topology.pools):
+        if pool.role is not FE or not pool.auto_failover:
+            continue
+        path = f"{pool_path(i)}.auto_failover"
+        partner = facts.pool(pool.paired_with)
+        if partner is None:
+            yield error(path, f"{pool.name} has no backup pool to fail over to")
+            continue
+        if not partner.auto_failover:
+            yield error(path, f"set auto_failover on both pools of the pair ({pool.name} and "
+                        f"{partner.name})")
+        used = set(pool.sites) | set(partner.sites)
+        if not any(set(w.sites).isdisjoint(used) for w in witnesses):
+            yield error(path, f"automatic failover of {pool.name} needs a witness pool in a "
+                        f"third site (not {', '.join(sorted(used))})")
 
 
 def check_backup_registrar(facts: Facts) -> Iterator[Violation]:

@@ -22,6 +22,7 @@ from functools import cached_property
 from trimaran.topology.errors import Violation
 from trimaran.topology.model import (
     Pool,
+    PoolRole,
     Server,
     Settings,
     Site,
@@ -215,6 +216,9 @@ def listeners(facts: Facts) -> Iterator[Listener]:
                        f"{ps.path}.address", f"SIP of server {s.name}")
         yield Listener(ip, s.address, s.admin_port, f"{ps.path}.admin_port",
                        f"{ps.path}.address", f"admin API of server {s.name}")
+        if ps.pool.role is PoolRole.DNS:
+            yield Listener(ip, s.address, s.dns_endpoint.port, f"{ps.path}.dns_port",
+                           f"{ps.path}.address", f"DNS of server {s.name}")
     for i, pool in enumerate(facts.topology.pools):
         backend = pool.backend
         if backend is None:

@@ -19,10 +19,11 @@ from collections.abc import Callable
 
 from trimaran.admin.http import HttpError, Route
 from trimaran.backup.service import BackupService
+from trimaran.cms.autofailover import AutoFailover
 from trimaran.cms.failover import PARTNER_DOWN, PoolFailover, Standing, standing
+from trimaran.cms.liveness import PartnerState, PartnerWatch
 from trimaran.cms.replica import Snapshot
 from trimaran.cms.service import CmsService
-from trimaran.roles.frontend.partner import PartnerState, PartnerWatch
 from trimaran.sip.headers import Headers
 from trimaran.store.base import Store
 from trimaran.topology.model import Topology
@@ -139,11 +140,13 @@ class DisasterRecovery:
     """The DR parts of one Front End process: CMS follower, Backup Service, homing."""
 
     def __init__(self, homing: Homing, cms: CmsService | None,
-                 backup: BackupService | None, partner: PartnerWatch | None = None) -> None:
+                 backup: BackupService | None, partner: PartnerWatch | None = None,
+                 auto: AutoFailover | None = None) -> None:
         self.homing = homing
         self.cms = cms
         self.backup = backup
         self.partner = partner
+        self.auto = auto
         if partner is not None:
             homing.watch(partner)
         if cms is not None:
@@ -162,9 +165,13 @@ class DisasterRecovery:
             self.backup.start()
         if self.partner is not None:
             self.partner.start()
+        if self.auto is not None:
+            self.auto.start()
 
     async def stop(self) -> None:
         """Stop following, probing and shipping."""
+        if self.auto is not None:
+            await self.auto.stop()
         if self.partner is not None:
             await self.partner.stop()
         if self.backup is not None:
@@ -182,6 +189,8 @@ class DisasterRecovery:
             result["cms"] = self.cms.status()
         if self.partner is not None:
             result["backup_registrar_of"] = self.partner.status()
+        if self.auto is not None:
+            result["auto_failover"] = self.auto.status()
         if self.backup is not None:
             st = self.backup.state
             result["backup"] = {"target": self.backup.partner, "applied_seq": st.acked_seq,

@@ -111,6 +111,8 @@ class FrontEndServer:
             dr.homing.on_records_changed = self._users_moved
             if dr.backup is not None:
                 dr.backup.is_shipper = self.is_shipper
+            if dr.auto is not None:
+                dr.auto.is_leader = self.is_shipper
         self.contact_flows: dict[str, str] = {}                # contact URI -> local flow id
         self.outbound: dict[str, set[tuple[str, str]]] = {}   # flow id -> {(aor, key)}
         self.flow_modes: dict[str, str] = {}                  # flow id -> mode registered in

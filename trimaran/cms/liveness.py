@@ -1,6 +1,8 @@
-"""Is the paired pool alive? The backup registrar's own detection (SPEC DR-8).
+"""Is a pool alive? The backup registrar's own detection of its paired pool (SPEC DR-8),
+and the witness's view of a pool for automatic failover (DR-10).
 
-Every server of a pool asks the servers of the pool it is backup registrar for
+Every server of a pool asks the servers of the pool it is backup registrar for (the
+witness: the pools it watches)
 (`GET /health` on their admin API; any HTTP answer means the server lives) every
 `interval` seconds. The pool's state, from the last time any of its servers answered:
 

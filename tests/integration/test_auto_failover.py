@@ -1,0 +1,113 @@
+"""Automatic pool failover with a witness in a third site (SPEC DR-10), real processes:
+the home site killed → the backup pool and the witness both see it down → failover, and
+the home pool's users get full mode on the backup pool without an admin; the home site
+cut off from the backup site only (the witness still sees it) → no failover."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.drpair import Node, Pair, trimaran, wait_for
+from trimaran.deploy.sites import cut_between, netfilter_problem, uncut
+
+pytestmark = pytest.mark.timeout(300)
+
+HEARTBEAT, DETECTION = 0.5, 3.0
+TOPOLOGY = f"""
+name: auto-failover
+sip_domain: trimaran.test
+sites:
+  - name: dc1
+  - name: dc2
+  - name: w
+settings:
+  heartbeat_seconds: {HEARTBEAT}
+  failure_detection_seconds: 2
+  resiliency_failover_seconds: {DETECTION}
+  resiliency_fallback_seconds: 5
+pools:
+  - name: se1
+    site: dc1
+    role: frontend
+    edition: standard
+    backup_pool: se2
+    auto_failover: true
+    servers:
+      - {{name: se1, address: 127.0.18.1}}
+  - name: se2
+    site: dc2
+    role: frontend
+    edition: standard
+    backup_pool: se1
+    auto_failover: true
+    servers:
+      - {{name: se2, address: 127.0.18.2}}
+  - name: wit
+    site: w
+    role: witness
+    servers:
+      - {{name: wit1, address: 127.0.18.9}}
+"""
+SE1, SE2 = Node("se1", "se1", "127.0.18.1"), Node("se2", "se2", "127.0.18.2")
+USERS = ["au0", "au1", "au2"]
+
+
+@pytest.fixture
+async def pair(tmp_path: Path) -> AsyncIterator[Pair]:
+    topology = tmp_path / "topology.yaml"
+    topology.write_text(TOPOLOGY)
+    rundir = tmp_path / "run"
+    trimaran("up", str(topology), "--dir", str(rundir))
+    deployment = Pair(rundir, [SE1, SE2])
+    try:
+        deployment.add_users("se1", USERS)
+        await deployment.sign_in(USERS, "se1")
+        yield deployment
+    finally:
+        await deployment.close_agents()
+        trimaran("down", "--dir", str(rundir), check=False)
+
+
+def record(pair: Pair, node: Node, pool: str) -> dict[str, object]:
+    value = pair.status(node)["failover"][pool]  # type: ignore[index]
+    assert isinstance(value, dict)
+    return value
+
+
+async def _is(value: bool) -> bool:
+    return value
+
+
+async def test_home_site_loss_fails_the_pool_over_automatically(pair: Pair) -> None:
+    pair.cli("server", "kill", "se1")
+    await wait_for(lambda: _is(record(pair, SE2, "se1")["state"] == "failed-over"), 30,
+                   "automatic failover of se1")
+    await wait_for(lambda: _is(all(pair.on_pool(n, "se2") and pair.agents[n].mode == "full"
+                                   for n in USERS)), 30,
+                   "se1's users in full mode on se2 without an admin")
+    cms = pair.cli_json("cms", "status")
+    assert cms["master"] == "se2"                  # the lost pool held the CMS: taken over
+    events = pair.status(SE2)["failover"]["se1"]  # type: ignore[index]
+    assert events["mode"] == "disaster"           # type: ignore[index]
+
+
+@pytest.mark.skipif(netfilter_problem() is not None, reason=str(netfilter_problem()))
+async def test_a_cut_between_the_sites_seen_by_the_witness_is_not_failed_over(
+        pair: Pair) -> None:
+    chain = "TRIMARAN-TEST-AUTOFO"
+    cut_between(chain, (SE1.address,), (SE2.address,))
+    try:
+        await wait_for(lambda: _is(pair.status(SE2)["backup_registrar_of"]["state"]  # type: ignore[index]
+                                   == "down"), 20, "se2 sees se1 down")
+        status = pair.status(SE2)["auto_failover"]  # type: ignore[index]
+        await wait_for(lambda: _is("partition" in str(
+            pair.status(SE2)["auto_failover"]["reason"])), 10,  # type: ignore[index]
+            "the controller names the partition")
+        assert status["action"] == "wait"          # type: ignore[index]
+        assert record(pair, SE2, "se1")["state"] == "normal"
+        assert record(pair, SE1, "se1")["state"] == "normal"
+    finally:
+        uncut(chain)
