@@ -10,6 +10,8 @@ Endpoints (every one signed with the deployment's CMS key, `trimaran.admin.peera
                            write on the master (409 when not master or on a conflict)
 ``POST /cms/takeover``     make this pool the master at a higher term (`cms failover`)
 ``POST /cms/refresh``      pull now (the CLI pokes every server after a change)
+``GET /cms/homing/{user}`` a user's home pool and digest HA1s (for the Directors, which
+                           hold no user state); users of this pool and of its partner
 =========================  ==============================================================
 
 Where the master is: the `master` document of the master pool's own store names
@@ -21,7 +23,6 @@ term and is ignored: fencing).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
@@ -33,25 +34,20 @@ from aiohttp import web
 
 from trimaran.admin.http import HttpError, Route
 from trimaran.admin.peerauth import verify
-from trimaran.admin.peerclient import PeerClient
 from trimaran.cms.failover import PoolFailover, document_key
+from trimaran.cms.follower import CMS_KEY_ID, CmsFollower, initial_master
 from trimaran.cms.replica import (
     MASTER_KEY,
     TOPOLOGY_KEY,
-    CmsError,
     MasterLocator,
     Snapshot,
-    load_replica,
-    save_replica,
 )
 from trimaran.store.base import Conflict, Store, StoreUnavailable
 from trimaran.store.model import CmsDocument
 from trimaran.topology.model import PoolRole, Topology
-from trimaran.topology.resolver import Resolver
 
 log = logging.getLogger(__name__)
 
-CMS_KEY_ID = "cms"
 MAX_DOCUMENT_BYTES = 1024 * 1024
 
 
@@ -60,26 +56,7 @@ def _doc_json(doc: CmsDocument) -> dict[str, object]:
             "updated_at": doc.updated_at}
 
 
-def _doc_of(raw: object) -> CmsDocument:
-    if not isinstance(raw, dict):
-        raise CmsError("document is not an object")
-    try:
-        return CmsDocument(str(raw["key"]), str(raw["body"]), int(raw["version"]),
-                           float(raw["updated_at"]))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CmsError(f"bad document: {exc}") from None
-
-
-def initial_master(topology: Topology) -> str:
-    """The pool that hosts the CMS when a deployment first starts: the first Front End
-    pool of the topology."""
-    pools = Resolver(topology).pools(PoolRole.FRONTEND)
-    if not pools:
-        raise CmsError("the topology has no Front End pool to host the CMS")
-    return pools[0].name
-
-
-class CmsService:
+class CmsService(CmsFollower):
     """This server's CMS master API and replica follower."""
 
     def __init__(self, *, server: str, pool: str, store: Store, topology: Topology,
@@ -87,44 +64,17 @@ class CmsService:
                  wall_clock: Callable[[], float] = time.time, poll_interval: float = 1.0,
                  on_change: Callable[[Snapshot], None] | None = None,
                  local_host: str | None = None) -> None:
-        self.server = server
-        self.pool = pool
+        super().__init__(server=server, pool=pool, topology=topology,
+                         replica_path=replica_path, secret=secret, wall_clock=wall_clock,
+                         poll_interval=poll_interval, on_change=on_change,
+                         local_host=local_host)
         self.store = store
-        self.topology = topology
         self.topology_text = topology_text
-        self.replica_path = replica_path
-        self.wall_clock = wall_clock
-        self.poll_interval = poll_interval
-        self.on_change = on_change
-        self._secret = secret
-        self._resolver = Resolver(topology)
-        self._client = PeerClient(CMS_KEY_ID, secret, timeout=1.5, local_host=local_host)
-        self.snapshot = load_replica(replica_path)
-        self._task: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
-        self.last_error = ""
 
-    # -- lifecycle ------------------------------------------------------------------
-    async def start(self, *, first_pull_timeout: float = 3.0) -> None:
-        """Bootstrap the CMS when this pool is the first master, try one pull (bounded),
-        then follow in the background. The saved replica is used until a pull works."""
+    async def _before_first_pull(self) -> None:
+        """Bootstrap the CMS when this pool is the first master."""
         with contextlib.suppress(StoreUnavailable):
             await self._bootstrap()
-        deadline = time.monotonic() + first_pull_timeout
-        while time.monotonic() < deadline and not await self.pull_once():
-            await asyncio.sleep(0.2)
-        if self.on_change is not None:
-            self.on_change(self.snapshot)
-        self._task = asyncio.ensure_future(self._loop())
-
-    async def stop(self) -> None:
-        """Stop following; idempotent."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        await self._client.close()
 
     async def _bootstrap(self) -> None:
         if self.pool != initial_master(self.topology) or self.snapshot.master is not None:
@@ -148,96 +98,8 @@ class CmsService:
         return (("/cms/snapshot", "cms-snapshot", (("GET", self._get_snapshot),)),
                 ("/cms/documents", "cms-documents", (("POST", self._post_document),)),
                 ("/cms/takeover", "cms-takeover", (("POST", self._post_takeover),)),
-                ("/cms/refresh", "cms-refresh", (("POST", self._post_refresh),)))
-
-    def status(self) -> dict[str, object]:
-        """This server's replica, for /status."""
-        master = self.snapshot.master
-        return {"version": self.snapshot.version, "pulled_at": self.snapshot.pulled_at,
-                "master": master.pool if master else None,
-                "term": master.term if master else 0, "error": self.last_error}
-
-    # -- follower ---------------------------------------------------------------------
-    async def _loop(self) -> None:
-        while True:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll_interval)
-            self._wake.clear()
-            try:
-                await self.pull_once()
-            except Exception:
-                log.exception("CMS pull failed")
-
-    def wake(self) -> None:
-        """Pull now."""
-        self._wake.set()
-
-    def _candidates(self) -> list[str]:
-        first = self.snapshot.master.pool if self.snapshot.master else \
-            initial_master(self.topology)
-        pools = [first]
-        partner = self._resolver.paired_pool(first)
-        if partner is not None:
-            pools.append(partner.name)
-        return pools
-
-    async def pull_once(self) -> bool:
-        """Ask the candidate pools (at once); apply the master's answer. True when a
-        master answered."""
-        known = self.snapshot.master
-        results = await asyncio.gather(*(self._ask_pool(pool) for pool in self._candidates()))
-        answers = [(term, pool, body) for pool, (term, body, _) in
-                   zip(self._candidates(), results, strict=True) if body is not None]
-        errors = [e for _, _, errs in results for e in errs]
-        if not answers:
-            self.last_error = "no CMS master reachable: " + "; ".join(errors[:4])
-            return False
-        term, pool, body = max(answers, key=lambda a: a[0])
-        if known is not None and term < known.term:
-            self.last_error = f"ignoring {pool}: term {term} below {known.term} (fenced)"
-            return False
-        try:
-            self._apply(MasterLocator(pool, term), body)
-        except CmsError as exc:
-            self.last_error = f"bad answer from {pool}: {exc}"
-            return False
-        self.last_error = ""
-        return True
-
-    async def _ask_pool(self, pool: str) -> tuple[int, dict[str, object] | None, list[str]]:
-        """(term, snapshot answer or None, errors) from the first server of `pool` that
-        answers; None when the pool is not the master or nobody answers."""
-        known = self.snapshot.master
-        errors: list[str] = []
-        for spec in self._resolver.servers_of(pool):
-            since = self.snapshot.version if known and known.pool == pool else 0
-            url = f"http://{spec.address}:{spec.admin_port}/cms/snapshot?since={since}"
-            status, body = await self._client.call("GET", url)
-            if status == 200:
-                term = body.get("term")
-                return (term if isinstance(term, int) else 0), body, errors
-            if status == 409:
-                break
-            errors.append(f"{spec.name}: {body.get('error', status)}")
-        return 0, None, errors
-
-    def _apply(self, master: MasterLocator, body: dict[str, object]) -> None:
-        version, docs, keys = body.get("version"), body.get("documents"), body.get("keys")
-        if not isinstance(version, int) or not isinstance(docs, list) or \
-                not isinstance(keys, list):
-            raise CmsError("snapshot answer lacks version/documents/keys")
-        changed = [_doc_of(d) for d in docs]
-        moved = self.snapshot.master != master
-        base = Snapshot() if moved else self.snapshot
-        before = (self.snapshot.version, self.snapshot.master)
-        self.snapshot = base.merged(master, version, changed, {str(k) for k in keys},
-                                    self.wall_clock())
-        if (version, master) != before:
-            save_replica(self.replica_path, self.snapshot)
-            log.info("CMS replica at version %d (master %s, term %d)", version, master.pool,
-                     master.term)
-            if self.on_change is not None:
-                self.on_change(self.snapshot)
+                ("/cms/refresh", "cms-refresh", (("POST", self._post_refresh),)),
+                ("/cms/homing/{user}", "cms-homing", (("GET", self._get_homing),)))
 
     # -- master side --------------------------------------------------------------------
     def _verify(self, request: web.Request, body: bytes) -> None:
@@ -327,6 +189,21 @@ class CmsService:
     async def _post_takeover(self, request: web.Request) -> web.Response:
         await self._read(request)
         return web.json_response(await self.take_over("cms failover --disaster"))
+
+    async def _get_homing(self, request: web.Request) -> web.Response:
+        """User homing for a Director: where the user lives, and how to check them."""
+        self._verify(request, b"")
+        username, realm = request.match_info["user"], request.query.get("realm", "")
+        if not username or len(username) > 200 or not realm:
+            raise HttpError(400, "a digest username and ?realm= are required")
+        creds = await self.store.users.credentials(username, realm)
+        user = await self.store.users.get(creds.aor) if creds is not None else None
+        if creds is None or user is None:
+            raise HttpError(404, "no such user here")
+        return web.json_response({
+            "aor": user.aor, "pool": user.pool, "enabled": user.enabled,
+            "username": creds.username, "realm": creds.realm, "ha1_md5": creds.ha1_md5,
+            "ha1_sha256": creds.ha1_sha256})
 
     async def _post_refresh(self, request: web.Request) -> web.Response:
         await self._read(request)

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from trimaran.roles.frontend.cache import CredentialCache
 from trimaran.sip import digest
 from trimaran.sip.errors import SipParseError
 from trimaran.sip.message import Request
 from trimaran.sip.uri import URI
-from trimaran.store.base import Store, StoreUnavailable
+from trimaran.store.base import StoreUnavailable
+from trimaran.store.model import Credentials
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,10 +31,25 @@ class AuthOutcome:
     challenge_header: str = ""
 
 
+class CredentialLookup(Protocol):
+    """Where HA1s come from: a pool's `UserRepository`, or a Director's directory."""
+
+    async def credentials(self, username: str, realm: str) -> Credentials | None:
+        """Credentials for a digest username in a realm, or None."""
+
+
+class CredentialSource(Protocol):
+    """Anything with a `users` credential lookup (a `Store` is one)."""
+
+    @property
+    def users(self) -> CredentialLookup:
+        """The credential lookup."""
+
+
 class RequestAuthenticator:
     """Checks digest credentials of requests against the store's HA1s."""
 
-    def __init__(self, store: Store, realm: str, secret: bytes, nonce_ttl: float,
+    def __init__(self, store: CredentialSource, realm: str, secret: bytes, nonce_ttl: float,
                  algorithms: tuple[str, ...] = ("SHA-256", "MD5"), *,
                  names_this_server: Callable[[URI], bool] = lambda _uri: False,
                  store_ok: Callable[[], bool] = lambda: True) -> None:
