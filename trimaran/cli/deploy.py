@@ -44,9 +44,10 @@ def runnable(topology: Topology) -> list[ServerState]:
     servers = []
     ordered = sorted(topology.pools, key=lambda p: p.role is not PoolRole.WITNESS)
     for pool in ordered:
-        if pool.role not in (PoolRole.FRONTEND, PoolRole.WITNESS, PoolRole.DNS):
+        if pool.role not in (PoolRole.FRONTEND, PoolRole.WITNESS, PoolRole.DNS,
+                             PoolRole.DIRECTOR):
             fail(f"pool {pool.name}: {pool.role.value} pools cannot be run by this version "
-                 "yet (Front End, witness and dns pools can)")
+                 "yet (Front End, Director, witness and dns pools can)")
         for srv in pool.servers:
             servers.append(ServerState(srv.name, pool.name, pool.role.value, srv.address,
                                        srv.sip_port, srv.admin_port))

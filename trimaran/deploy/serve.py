@@ -12,10 +12,12 @@ import time
 from trimaran.backend.witness import run_witness
 from trimaran.backup.service import BackupService
 from trimaran.cms.autofailover import AutoFailover
+from trimaran.cms.follower import CmsFollower
 from trimaran.cms.liveness import PartnerWatch
 from trimaran.cms.service import CmsService
 from trimaran.deploy.database import pool_dsn
 from trimaran.deploy.rundir import RunDir
+from trimaran.roles.director.server import DirectorConfig, DirectorServer, Directory
 from trimaran.roles.dns.server import DnsConfig, run_dns
 from trimaran.roles.frontend.config import FrontEndConfig
 from trimaran.roles.frontend.homing import DisasterRecovery, Homing
@@ -142,6 +144,34 @@ def third_site_witness(topology: Topology, sites: tuple[str, ...]) -> Server | N
     return None
 
 
+async def serve_director(topology: Topology, rundir: RunDir, name: str, pool: Pool) -> int:
+    """Run Director server `name` until SIGTERM/SIGINT (DIR-1, DIR-2)."""
+    spec = Resolver(topology).server(name)
+    settings = topology.settings
+    config = DirectorConfig(server=name, host=spec.address, sip_port=spec.sip_port,
+                            admin_port=spec.admin_port, domain=topology.sip_domain,
+                            secret=rundir.secret(pool.name), cms_secret=rundir.cms_secret(),
+                            digest_algorithms=settings.digest_algorithms)
+    follower = CmsFollower(server=name, pool=pool.name, topology=topology,
+                           replica_path=rundir.cms_replica(name), secret=rundir.cms_secret(),
+                           local_host=spec.address)
+    watches = {p.name: liveness_watch(topology, p, spec.address)
+               for p in Resolver(topology).pools(PoolRole.FRONTEND)}
+    director = DirectorServer(config, topology, follower, watches,
+                              Directory(topology, rundir.cms_secret(), local_host=spec.address))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await director.start()
+        log.info("server %s ready", name)
+        await stop.wait()
+    finally:
+        await director.stop()
+    return 0
+
+
 async def serve_dns(topology: Topology, name: str, pool: Pool) -> int:
     """Run dns server `name` until SIGTERM/SIGINT."""
     spec = Resolver(topology).server(name)
@@ -183,6 +213,8 @@ async def serve(rundir: RunDir, name: str) -> int:
         return 0
     if pool.role is PoolRole.DNS:
         return await serve_dns(topology, name, pool)
+    if pool.role is PoolRole.DIRECTOR:
+        return await serve_director(topology, rundir, name, pool)
     if pool.role is not PoolRole.FRONTEND:
         log.error("server %s: %s pools are not runnable by this version yet", name, pool.role)
         return 1

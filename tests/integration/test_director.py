@@ -1,0 +1,127 @@
+"""A Director pool of two servers in front of two paired Front End pools, as real
+processes (SPEC DIR-1, DIR-2): users of both pools sign in through either Director and
+end on their home pool; one Director killed, sign-ins continue through the other; a
+home pool down (the Director's own probes) or failed over sends its users to the
+backup pool."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.drpair import DOMAIN, Node, Pair, trimaran, wait_for
+from trimaran.client.ua import UAConfig, UserAgent
+from trimaran.net.transport import Address
+
+pytestmark = pytest.mark.timeout(300)
+
+TOPOLOGY = """
+name: directors
+sip_domain: trimaran.test
+sites:
+  - name: dc1
+  - name: dc2
+settings:
+  heartbeat_seconds: 0.5
+  failure_detection_seconds: 2
+  resiliency_failover_seconds: 3
+  resiliency_fallback_seconds: 5
+pools:
+  - name: dir1
+    site: dc1
+    role: director
+    servers:
+      - {name: dir1a, address: 127.0.19.11}
+      - {name: dir1b, address: 127.0.19.12}
+  - name: se1
+    site: dc1
+    role: frontend
+    edition: standard
+    backup_pool: se2
+    servers:
+      - {name: se1, address: 127.0.19.1}
+  - name: se2
+    site: dc2
+    role: frontend
+    edition: standard
+    backup_pool: se1
+    servers:
+      - {name: se2, address: 127.0.19.2}
+"""
+SE1, SE2 = Node("se1", "se1", "127.0.19.1"), Node("se2", "se2", "127.0.19.2")
+DIRECTORS = (Address("tcp", "127.0.19.11", 5060), Address("tcp", "127.0.19.12", 5060))
+
+
+@pytest.fixture
+async def pair(tmp_path: Path) -> AsyncIterator[Pair]:
+    topology = tmp_path / "topology.yaml"
+    topology.write_text(TOPOLOGY)
+    rundir = tmp_path / "run"
+    trimaran("up", str(topology), "--dir", str(rundir))
+    deployment = Pair(rundir, [SE1, SE2])
+    try:
+        deployment.add_users("se1", ["da0", "da1", "da2"])
+        deployment.add_users("se2", ["db0", "db1"])
+        yield deployment
+    finally:
+        await deployment.close_agents()
+        trimaran("down", "--dir", str(rundir), check=False)
+
+
+async def through_directors(pair: Pair, name: str) -> UserAgent:
+    ua = UserAgent(UAConfig(aor=f"sip:{name}@{DOMAIN}", password=f"{name}-pw",
+                            servers=DIRECTORS, reregister_on_flow_loss=True))
+    await ua.start()
+    pair.agents[name] = ua
+    response = await ua.register()
+    assert response.status == 200, response.status
+    return ua
+
+
+async def _is(value: bool) -> bool:
+    return value
+
+
+async def test_users_of_both_pools_sign_in_through_either_director(pair: Pair) -> None:
+    for name in ("da0", "db0"):
+        await through_directors(pair, name)
+    assert pair.on_pool("da0", "se1") and pair.on_pool("db0", "se2")
+    assert pair.agents["da0"].mode == "full"
+    pair.cli("server", "kill", "dir1a")              # DIR-2: one Director fails
+    for name in ("da1", "db1"):
+        await through_directors(pair, name)
+    assert pair.on_pool("da1", "se1") and pair.on_pool("db1", "se2")
+
+
+async def test_a_wrong_password_is_refused_by_the_director(pair: Pair) -> None:
+    ua = UserAgent(UAConfig(aor=f"sip:da2@{DOMAIN}", password="wrong", servers=DIRECTORS))
+    await ua.start()
+    try:
+        response = await ua.register()
+        assert response.status in (401, 403)
+        assert ua.registered_server is None
+    finally:
+        await ua.close()
+
+
+async def test_a_down_or_failed_over_home_pool_sends_its_users_to_the_backup_pool(
+        pair: Pair) -> None:
+    pair.cli("server", "kill", "se1")
+
+    async def director_sees_se1_down() -> bool:
+        import json
+        import urllib.request
+        with urllib.request.urlopen("http://127.0.19.12:8080/status", timeout=2) as resp:
+            status = json.loads(resp.read())
+        return bool(status["pools"]["se1"]["state"] == "down")
+    await wait_for(director_sees_se1_down, 20, "the Director sees se1 down")
+    ua = await through_directors(pair, "da0")
+    await wait_for(lambda: _is(pair.on_pool("da0", "se2") and ua.mode == "resiliency"), 20,
+                   "da0 in resiliency mode on se2 through the Director")
+    pair.cli("cms", "failover", "--disaster")
+    pair.cli("pool", "failover", "se1", "--disaster")
+    ua2 = await through_directors(pair, "da1")
+    await wait_for(lambda: _is(pair.on_pool("da1", "se2") and ua2.mode == "full"), 20,
+                   "da1 in full mode on se2 through the Director after the failover")

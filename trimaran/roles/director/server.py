@@ -1,0 +1,246 @@
+"""A Director server (SPEC DIR-1, DIR-2): signs users in and sends them to the pool
+that serves them, holding no user state.
+
+A REGISTER is authenticated (digest) with HA1s fetched from the Front End pools'
+user homing (`GET /cms/homing/{user}`, signed with the deployment's CMS key, cached
+briefly); the user's home pool comes with them. The Director then answers
+``302 Moved Temporarily`` with the Contacts of the servers of the pool that serves
+the user now:
+
+* the home pool, normally;
+* its backup pool when the CMS failover record says the pool is failed over (the
+  Director follows the CMS like every server);
+* the home pool's backup registrar when the Director's own probes see the home pool
+  down (DR-8: the user is then signed in there in resiliency mode).
+
+Requests other than REGISTER and OPTIONS get 403: a Director routes sign-ins, it does
+not relay traffic. Directors are independent of each other; a client lists several
+and moves to the next when one does not answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from urllib.parse import quote
+
+from aiohttp import web
+
+from trimaran.admin.peerclient import PeerClient
+from trimaran.cms.follower import CMS_KEY_ID, CmsFollower
+from trimaran.cms.liveness import DOWN, RECOVERING, PartnerWatch
+from trimaran.net.endpoint import IncomingRequest, SipEndpoint
+from trimaran.roles.frontend.authn import RequestAuthenticator
+from trimaran.sip.headers import Headers
+from trimaran.sip.ids import new_tag
+from trimaran.sip.transaction import TimerConfig, TransactionError
+from trimaran.store.model import Credentials
+from trimaran.topology.model import PoolRole, Server, Topology
+from trimaran.topology.resolver import Resolver
+
+log = logging.getLogger(__name__)
+
+HOMING_TTL = 30.0
+HOMING_LIMIT = 100_000
+
+
+@dataclass(frozen=True)
+class DirectorConfig:
+    """What a Director server needs."""
+
+    server: str
+    host: str
+    sip_port: int
+    admin_port: int
+    domain: str
+    secret: bytes                 # nonces
+    cms_secret: bytes             # user homing and CMS calls
+    digest_algorithms: tuple[str, ...] = ("SHA-256", "MD5")
+    nonce_ttl: float = 300.0
+    timers: TimerConfig = field(default_factory=TimerConfig)
+
+
+class Directory:
+    """User homing looked up in the Front End pools (no user state kept beyond a short
+    cache): the `users` of a `RequestAuthenticator`."""
+
+    def __init__(self, topology: Topology, secret: bytes, *, local_host: str | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._pools = Resolver(topology).pools(PoolRole.FRONTEND)
+        self._client = PeerClient(CMS_KEY_ID, secret, timeout=1.5, local_host=local_host)
+        self._clock = clock
+        self._cache: dict[tuple[str, str], tuple[float, Credentials, str]] = {}
+        self.homes: dict[str, str] = {}            # AOR -> home pool (last looked up)
+
+    @property
+    def users(self) -> Directory:
+        """The credential lookup (this object)."""
+        return self
+
+    async def close(self) -> None:
+        """Release connections."""
+        await self._client.close()
+
+    async def credentials(self, username: str, realm: str) -> Credentials | None:
+        """The user's credentials from whichever pool answers first (None: unknown)."""
+        key = (username, realm)
+        cached = self._cache.get(key)
+        if cached is not None and self._clock() - cached[0] < HOMING_TTL:
+            return cached[1]
+        answers = await asyncio.gather(*(self._ask(p.servers, username, realm)
+                                         for p in self._pools))
+        for answer in answers:
+            if answer is not None:
+                creds, pool = answer
+                if len(self._cache) >= HOMING_LIMIT:
+                    self._cache.clear()
+                self._cache[key] = (self._clock(), creds, pool)
+                self.homes[creds.aor] = pool
+                return creds
+        return None
+
+    async def _ask(self, servers: tuple[Server, ...], username: str,
+                   realm: str) -> tuple[Credentials, str] | None:
+        for spec in servers:
+            status, body = await self._client.call(
+                "GET", f"http://{spec.address}:{spec.admin_port}/cms/homing/"
+                       f"{quote(username, safe='')}?realm={quote(realm, safe='')}")
+            if status == 404:
+                return None
+            if status != 200:
+                continue
+            try:
+                creds = Credentials(str(body["aor"]), str(body["username"]),
+                                    str(body["realm"]), str(body["ha1_md5"]),
+                                    str(body["ha1_sha256"]))
+                return creds, str(body["pool"])
+            except KeyError:
+                return None
+        return None
+
+
+class DirectorServer:
+    """One Director server: SIP (UDP and TCP) and a small admin API."""
+
+    def __init__(self, config: DirectorConfig, topology: Topology, follower: CmsFollower,
+                 watches: dict[str, PartnerWatch], directory: Directory) -> None:
+        self.config = config
+        self.topology = topology
+        self.resolver = Resolver(topology)
+        self.follower = follower
+        self.watches = watches
+        self.directory = directory
+        self.endpoint = SipEndpoint(on_request=self._on_request, timers=config.timers)
+        self.auth = RequestAuthenticator(directory, config.domain, config.secret,
+                                         config.nonce_ttl, config.digest_algorithms,
+                                         names_this_server=lambda uri: uri.user is None)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._runner: web.AppRunner | None = None
+        self.sent: dict[str, int] = {}               # pool -> sign-ins sent there
+
+    async def start(self) -> None:
+        """Follow the CMS, probe the pools, listen."""
+        cfg = self.config
+        app = web.Application()
+        app.router.add_get("/health", self._health)
+        app.router.add_get("/status", self._status)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, cfg.host, cfg.admin_port).start()
+        await self.follower.start()
+        for watch in self.watches.values():
+            watch.start()
+        await self.endpoint.listen(cfg.host, udp_port=cfg.sip_port, tcp_port=None)
+        await self.endpoint.transport.listen_tcp(cfg.host, cfg.sip_port)
+        log.info("director %s serving SIP on %s:%s", cfg.server, cfg.host, cfg.sip_port)
+
+    async def stop(self) -> None:
+        """Ordered shutdown."""
+        await self.endpoint.close(drain_timeout=1.0)
+        for watch in self.watches.values():
+            await watch.stop()
+        await self.follower.stop()
+        await self.directory.close()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    def serving_pool(self, home: str) -> tuple[str, str]:
+        """(the pool to send a user of `home` to, why)."""
+        record = self.follower.snapshot.failover_records().get(home)
+        if record is not None and record.served_by_backup and record.backup:
+            return record.backup, f"{home} is {record.state} to {record.backup}"
+        watch = self.watches.get(home)
+        if watch is not None and watch.current.state in (DOWN, RECOVERING):
+            registrar = self.resolver.backup_registrar(home)
+            if registrar is not None:
+                return registrar.name, f"{home} unreachable: backup registrar"
+        return home, "home pool"
+
+    # -- SIP -----------------------------------------------------------------------
+    def _on_request(self, incoming: IncomingRequest) -> None:
+        task = asyncio.ensure_future(self._dispatch(incoming))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _dispatch(self, incoming: IncomingRequest) -> None:
+        method = incoming.request.method
+        try:
+            if method == "REGISTER":
+                await self._register(incoming)
+            elif method == "OPTIONS":
+                self._reply(incoming, 200)
+            elif method != "ACK":
+                self._reply(incoming, 403, "A Director only signs users in")
+        except Exception:
+            log.exception("director failed handling %s", method)
+            self._reply(incoming, 500)
+
+    async def _register(self, incoming: IncomingRequest) -> None:
+        request = incoming.request
+        if request.uri.host.lower() != self.config.domain.lower() and \
+                request.uri.host != self.config.host:
+            self._reply(incoming, 404, "Not a domain of this deployment")
+            return
+        outcome = await self.auth.authenticate(request, now=time.time())
+        if outcome.user is None:
+            self._reply(incoming, outcome.status, outcome.reason, Headers(
+                [(outcome.challenge_header, c) for c in outcome.challenges]))
+            return
+        home = self.directory.homes.get(outcome.user)
+        if home is None:
+            self._reply(incoming, 404, "No home pool known for this user")
+            return
+        pool, why = self.serving_pool(home)
+        transport = "tcp" if incoming.flow.reliable else "udp"
+        headers = Headers()
+        for i, spec in enumerate(self.resolver.servers_of(pool)):
+            q = max(0.1, round(1.0 - i * 0.1, 1))
+            headers.add("Contact", f"<sip:{spec.address}:{spec.sip_port};"
+                                   f"transport={transport}>;q={q}")
+        self.sent[pool] = self.sent.get(pool, 0) + 1
+        self._reply(incoming, 302, f"Moved Temporarily ({why})"[:120], headers)
+
+    def _reply(self, incoming: IncomingRequest, status: int, reason: str | None = None,
+               headers: Headers | None = None) -> None:
+        if incoming.transaction is None or incoming.transaction.terminated:
+            return
+        with contextlib.suppress(TransactionError):
+            self.endpoint.reply(incoming, status, reason, headers=headers,
+                                to_tag=new_tag() if status >= 200 else None)
+
+    # -- admin ---------------------------------------------------------------------
+    async def _health(self, request: web.Request) -> web.Response:
+        return web.json_response({"healthy": True, "reason": "serving",
+                                  "server": self.config.server, "role": "director"})
+
+    async def _status(self, request: web.Request) -> web.Response:
+        return web.json_response({
+            "server": self.config.server, "role": "director", "cms": self.follower.status(),
+            "pools": {p: w.status() for p, w in self.watches.items()},
+            "sign_ins_sent": self.sent})
