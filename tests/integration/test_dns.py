@@ -47,6 +47,22 @@ pools:
     site: dc2
     role: dns
     servers: [{{name: ns2, address: 127.0.16.152, dns_port: 5353, admin_port: 8461}}]
+settings:
+  # baresip 1.0 (libre) gives up on a REGISTER when any challenge is not MD5.
+  digest_algorithms: [MD5]
+"""
+BARESIP_CONFIG = """\
+poll_method epoll
+sip_listen 127.0.16.160:5090
+sip_trans_def tcp
+dns_server {ns}
+dns_fallback {ns}
+module_path /usr/lib/baresip/modules
+module account.so
+module g711.so
+audio_player none
+audio_source none
+audio_alert none
 """
 
 
@@ -135,3 +151,36 @@ async def test_our_client_resolves_registers_and_a_killed_server_leaves_answers(
     async def se2_back() -> bool:
         return len(await srv(NS2)) == 2
     await eventually(se2_back, 10)
+
+
+@pytest.mark.interop
+@pytest.mark.skipif(shutil.which("baresip") is None, reason="baresip is not installed")
+async def test_baresip_finds_the_server_through_the_dns_role_and_registers(
+        deployment: Path, tmp_path: Path) -> None:
+    # The account names only the domain: baresip asks our dns server (dc1's) for
+    # _sip._tcp SRV, gets se1 on port 5460 (no default port: only SRV could tell it),
+    # and registers there with MD5 digest.
+    config = tmp_path / "baresip"
+    config.mkdir()
+    (config / "config").write_text(BARESIP_CONFIG.format(ns=f"{NS1[0]}:{NS1[1]}"))
+    (config / "accounts").write_text(f"<sip:ann@{DOMAIN}>;auth_pass=ann-pw;regint=600\n")
+    process = await asyncio.create_subprocess_exec(
+        "baresip", "-f", str(config), "-t", "30", "-s", cwd=tmp_path,
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert process.stdout is not None
+    seen: list[str] = []
+    try:
+        deadline = time.monotonic() + 20
+        while not any(f"ann@{DOMAIN}: {{0/TCP/v4}} 200 OK" in line for line in seen):
+            line = await asyncio.wait_for(process.stdout.readline(),
+                                          max(0.1, deadline - time.monotonic()))
+            if not line:
+                raise AssertionError("baresip exited:\n" + "".join(seen[-40:]))
+            seen.append(line.decode(errors="replace"))
+    finally:
+        if process.returncode is None:
+            process.terminate()
+            await process.wait()
+    trace = "".join(seen)
+    assert "-> 127.0.16.101:5460" in trace  # the REGISTER went to se1, found by SRV
+    assert "[1 binding]" in trace

@@ -30,8 +30,8 @@ from trimaran.cms.failover import (
     plan_failback,
     plan_failover,
 )
-from trimaran.cms.replica import MASTER_KEY, MasterLocator
 from trimaran.cms.follower import CMS_KEY_ID, initial_master
+from trimaran.cms.replica import MASTER_KEY, MasterLocator
 from trimaran.deploy.rundir import RunDir
 from trimaran.topology.loader import load_topology
 from trimaran.topology.model import PoolRole, Server, Topology

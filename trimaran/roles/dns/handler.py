@@ -26,6 +26,7 @@ from trimaran.roles.dns.zone import SRV, Zone
 log = logging.getLogger("trimaran.dns")
 
 UDP_PAYLOAD = 512
+MAX_UDP_PAYLOAD = 4096
 TCP_PAYLOAD = 65535
 _HEADER = 12
 
@@ -74,7 +75,8 @@ def _answer(zone: Zone, query: dns.message.Message, tcp: bool) -> bytes | None:
         return response.to_wire()
     response.flags |= dns.flags.AA
     _fill(zone, response, name, question.rdtype)
-    limit = TCP_PAYLOAD if tcp else max(UDP_PAYLOAD, query.payload if query.edns >= 0 else 0)
+    edns = query.payload if query.edns >= 0 else 0
+    limit = TCP_PAYLOAD if tcp else min(max(UDP_PAYLOAD, edns), MAX_UDP_PAYLOAD)
     try:
         return response.to_wire(max_size=limit)
     except dns.exception.TooBig:
