@@ -315,13 +315,12 @@ class FrontEndServer:
             return
         if incoming.flow.reliable and not self.endpoint.transport.is_open(incoming.flow):
             return  # the client left (or gave up on us) before we got to it
-        mode, served_as = self.mode, "full"
+        served_as = "full"
         if self.dr is not None:
             st = await self._served_here(incoming, user)
             if st is None:
                 return
             served_as = st.mode
-            mode = "resiliency" if st.mode == "resiliency" else mode
         now = self.wall_clock()
         existing = await self.bindings_for(user)
         cfg = self.config
@@ -341,7 +340,8 @@ class FrontEndServer:
                 self.flow_modes[incoming.flow.id] = served_as
         headers = contact_headers(bindings, now)
         headers.add("Date", time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(now)))
-        headers.add(MODE_HEADER, mode)
+        # Resiliency when our Back End is away (FE-7) or the user's home pool is (DR-8).
+        headers.add(MODE_HEADER, self.mode if self.mode != "full" else served_as)
         self.reply(incoming, 200, headers=headers)
         if not plan.fetch_only and bool(existing) != bool(bindings):
             self.presence.schedule_notify(user)
