@@ -4,11 +4,12 @@ two sites, users with clients and continuous writes, and the checks of SPEC DR-5
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -182,3 +183,23 @@ class Pair:
             value = json.loads(resp.read())
         assert isinstance(value, dict)
         return value
+
+
+@contextlib.asynccontextmanager
+async def running(tmp_path: Path, topology: str, nodes: list[Node],
+                  users: dict[str, list[str]], *, timeout: float = 120,
+                  ) -> AsyncIterator[Pair]:
+    """`trimaran up` of `topology` in `tmp_path`, with `users` (pool -> names) added; the
+    clients closed and the deployment brought down afterwards, whatever happened."""
+    path = tmp_path / "topology.yaml"
+    path.write_text(topology)
+    rundir = tmp_path / "run"
+    trimaran("up", str(path), "--dir", str(rundir), timeout=timeout)
+    deployment = Pair(rundir, nodes)
+    try:
+        for pool, names in users.items():
+            deployment.add_users(pool, names)
+        yield deployment
+    finally:
+        await deployment.close_agents()
+        trimaran("down", "--dir", str(rundir), check=False, timeout=timeout)

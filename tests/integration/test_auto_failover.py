@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.drpair import Node, Pair, trimaran, wait_for
+from tests.integration.drpair import Node, Pair, running, wait_for
 from trimaran.deploy.sites import cut_between, netfilter_problem, uncut
 
 pytestmark = pytest.mark.timeout(300)
@@ -57,18 +57,9 @@ USERS = ["au0", "au1", "au2"]
 
 @pytest.fixture
 async def pair(tmp_path: Path) -> AsyncIterator[Pair]:
-    topology = tmp_path / "topology.yaml"
-    topology.write_text(TOPOLOGY)
-    rundir = tmp_path / "run"
-    trimaran("up", str(topology), "--dir", str(rundir))
-    deployment = Pair(rundir, [SE1, SE2])
-    try:
-        deployment.add_users("se1", USERS)
+    async with running(tmp_path, TOPOLOGY, [SE1, SE2], {"se1": USERS}) as deployment:
         await deployment.sign_in(USERS, "se1")
         yield deployment
-    finally:
-        await deployment.close_agents()
-        trimaran("down", "--dir", str(rundir), check=False)
 
 
 def record(pair: Pair, node: Node, pool: str) -> dict[str, object]:

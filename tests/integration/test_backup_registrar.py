@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.drpair import DOMAIN, Node, Pair, trimaran, wait_for
+from tests.integration.drpair import DOMAIN, Node, Pair, running, wait_for
 from trimaran.client.xcap import XcapClient, XcapError
 from trimaran.roles.frontend.presence import basic_pidf
 from trimaran.store.model import ContactEntry, ContactList
@@ -57,20 +57,11 @@ SIGN_IN_BOUND = DETECTION + HEARTBEAT + 6.0
 
 @pytest.fixture
 async def pair(tmp_path: Path) -> AsyncIterator[Pair]:
-    topology = tmp_path / "topology.yaml"
-    topology.write_text(TOPOLOGY)
-    rundir = tmp_path / "run"
-    trimaran("up", str(topology), "--dir", str(rundir))
-    deployment = Pair(rundir, [SE1, SE2])
-    try:
-        deployment.add_users("se1", A_USERS)
-        deployment.add_users("se2", B_USERS)
+    users = {"se1": A_USERS, "se2": B_USERS}
+    async with running(tmp_path, TOPOLOGY, [SE1, SE2], users) as deployment:
         await deployment.sign_in(A_USERS, "se1")
         await deployment.sign_in(B_USERS, "se2")
         yield deployment
-    finally:
-        await deployment.close_agents()
-        trimaran("down", "--dir", str(rundir), check=False)
 
 
 def all_on(pair: Pair, names: list[str], pool: str, mode: str) -> bool:

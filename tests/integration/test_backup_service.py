@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.drpair import Node, Pair, trimaran, wait_for
+from tests.integration.drpair import Node, Pair, running, wait_for
 from trimaran.admin.peerauth import sign
 from trimaran.deploy.sites import netfilter_problem
 
@@ -47,17 +47,8 @@ USERS = [f"u{i}" for i in range(8)]
 
 @pytest.fixture
 async def pair(tmp_path: Path) -> AsyncIterator[Pair]:
-    topology = tmp_path / "topology.yaml"
-    topology.write_text(TOPOLOGY)
-    rundir = tmp_path / "run"
-    trimaran("up", str(topology), "--dir", str(rundir))
-    deployment = Pair(rundir, [SE1, SE2])
-    try:
-        deployment.add_users("se1", USERS)
+    async with running(tmp_path, TOPOLOGY, [SE1, SE2], {"se1": USERS}) as deployment:
         yield deployment
-    finally:
-        await deployment.close_agents()
-        trimaran("down", "--dir", str(rundir), check=False)
 
 
 def direction(pair: Pair, pool: str) -> dict[str, object]:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.drpair import DOMAIN, Node, Pair, trimaran, wait_for
+from tests.integration.drpair import DOMAIN, Node, Pair, running, wait_for
 from trimaran.client.ua import UAConfig, UserAgent
 from trimaran.net.transport import Address
 
@@ -56,18 +56,9 @@ DIRECTORS = (Address("tcp", "127.0.19.11", 5060), Address("tcp", "127.0.19.12", 
 
 @pytest.fixture
 async def pair(tmp_path: Path) -> AsyncIterator[Pair]:
-    topology = tmp_path / "topology.yaml"
-    topology.write_text(TOPOLOGY)
-    rundir = tmp_path / "run"
-    trimaran("up", str(topology), "--dir", str(rundir))
-    deployment = Pair(rundir, [SE1, SE2])
-    try:
-        deployment.add_users("se1", ["da0", "da1", "da2"])
-        deployment.add_users("se2", ["db0", "db1"])
+    users = {"se1": ["da0", "da1", "da2"], "se2": ["db0", "db1"]}
+    async with running(tmp_path, TOPOLOGY, [SE1, SE2], users) as deployment:
         yield deployment
-    finally:
-        await deployment.close_agents()
-        trimaran("down", "--dir", str(rundir), check=False)
 
 
 async def through_directors(pair: Pair, name: str) -> UserAgent:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.drpair import DOMAIN, Node, Pair, trimaran, wait_for
+from tests.integration.drpair import DOMAIN, Node, Pair, running, wait_for
 from trimaran.client.xcap import XcapClient, XcapError
 from trimaran.store.model import ContactEntry, ContactList
 
@@ -50,17 +50,9 @@ USERS = [f"e{i}" for i in range(10)]
 
 @pytest.fixture
 async def pair(tmp_path: Path) -> AsyncIterator[Pair]:
-    topology = tmp_path / "topology.yaml"
-    topology.write_text(TOPOLOGY)
-    rundir = tmp_path / "run"
-    trimaran("up", str(topology), "--dir", str(rundir), timeout=180)
-    deployment = Pair(rundir, NODES)
-    try:
-        deployment.add_users("fe1", USERS)
+    users = {"fe1": USERS}
+    async with running(tmp_path, TOPOLOGY, NODES, users, timeout=180) as deployment:
         yield deployment
-    finally:
-        await deployment.close_agents()
-        trimaran("down", "--dir", str(rundir), check=False, timeout=180)
 
 
 async def test_site_loss_failover_and_failback_of_an_enterprise_pool(pair: Pair) -> None:

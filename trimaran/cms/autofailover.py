@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import aiohttp
 
 from trimaran.cms.failover import NORMAL, PoolFailover, document_key, plan_failover
-from trimaran.cms.liveness import DOWN
+from trimaran.cms.liveness import DOWN, leaving_from
 from trimaran.cms.service import CmsService
 from trimaran.store.base import Conflict, StoreError
 from trimaran.topology.model import Server
@@ -121,9 +121,7 @@ class AutoFailover:
 
     async def _witness_view(self) -> str | None:
         if self._session is None:
-            connector = aiohttp.TCPConnector(
-                local_addr=(self.local_host, 0) if self.local_host else None)
-            self._session = aiohttp.ClientSession(connector=connector)
+            self._session = leaving_from(self.local_host)
         url = f"http://{self.witness.address}:{self.witness.admin_port}/pools/{self.partner}"
         try:
             async with self._session.get(url, timeout=aiohttp.ClientTimeout(total=1.0)) as r:

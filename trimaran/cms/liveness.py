@@ -75,6 +75,13 @@ class PartnerState:
         return max(1.0, detection - (now - self.last_seen))
 
 
+def leaving_from(local_host: str | None) -> aiohttp.ClientSession:
+    """An HTTP session whose connections leave from `local_host` (a server's own
+    address, so that a site cut by address cuts these probes too)."""
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(
+        local_addr=(local_host, 0) if local_host else None))
+
+
 class PartnerWatch:
     """Probes the paired pool's servers and keeps its `PartnerState`."""
 
@@ -124,9 +131,7 @@ class PartnerWatch:
 
     async def _probe(self) -> bool:
         if self._session is None:
-            connector = aiohttp.TCPConnector(
-                local_addr=(self.local_host, 0) if self.local_host else None)
-            self._session = aiohttp.ClientSession(connector=connector)
+            self._session = leaving_from(self.local_host)
         limit = aiohttp.ClientTimeout(total=min(1.0, self.interval))
         results = await asyncio.gather(*(self._ask(s, limit) for s in self.servers))
         return any(results)
