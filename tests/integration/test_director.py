@@ -67,7 +67,7 @@ async def through_directors(pair: Pair, name: str) -> UserAgent:
     await ua.start()
     pair.agents[name] = ua
     response = await ua.register()
-    assert response.status == 200, response.status
+    assert response.status == 200, (response.status, response.reason, ua.servers, name)
     return ua
 
 
@@ -108,6 +108,10 @@ async def test_a_down_or_failed_over_home_pool_sends_its_users_to_the_backup_poo
             status = json.loads(resp.read())
         return bool(status["pools"]["se1"]["state"] == "down")
     await wait_for(director_sees_se1_down, 20, "the Director sees se1 down")
+    # The backup registrar accepts only after its own detection (DR-8); until then it
+    # answers 503 + Retry-After, which a client would honour.
+    await wait_for(lambda: _is(pair.status(SE2)["backup_registrar_of"]["state"]  # type: ignore[index]
+                               == "down"), 20, "se2 sees se1 down")
     ua = await through_directors(pair, "da0")
     await wait_for(lambda: _is(pair.on_pool("da0", "se2") and ua.mode == "resiliency"), 20,
                    "da0 in resiliency mode on se2 through the Director")

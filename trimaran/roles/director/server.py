@@ -7,7 +7,7 @@ briefly); the user's home pool comes with them. The Director then answers
 ``302 Moved Temporarily`` with the Contacts of the servers of the pool that serves
 the user now:
 
-* the home pool, normally;
+* the home pool, normally (with its backup registrar's servers after them);
 * its backup pool when the CMS failover record says the pool is failed over (the
   Director follows the CMS like every server);
 * the home pool's backup registrar when the Director's own probes see the home pool
@@ -141,6 +141,7 @@ class DirectorServer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._runner: web.AppRunner | None = None
         self.sent: dict[str, int] = {}               # pool -> sign-ins sent there
+        self.started = False                         # SIP listening
 
     async def start(self) -> None:
         """Follow the CMS, probe the pools, listen."""
@@ -156,6 +157,7 @@ class DirectorServer:
             watch.start()
         await self.endpoint.listen(cfg.host, udp_port=cfg.sip_port, tcp_port=None)
         await self.endpoint.transport.listen_tcp(cfg.host, cfg.sip_port)
+        self.started = True
         log.info("director %s serving SIP on %s:%s", cfg.server, cfg.host, cfg.sip_port)
 
     async def stop(self) -> None:
@@ -218,8 +220,15 @@ class DirectorServer:
             return
         pool, why = self.serving_pool(home)
         transport = "tcp" if incoming.flow.reliable else "udp"
+        # The serving pool's servers first; when that is the home pool, its backup
+        # registrar after them (lower q), so a client whose home pool has just died
+        # goes on there (DR-8) without asking a Director again.
+        targets = list(self.resolver.servers_of(pool))
+        registrar = self.resolver.backup_registrar(home)
+        if pool == home and registrar is not None:
+            targets += [s for s in registrar.servers if s not in targets]
         headers = Headers()
-        for i, spec in enumerate(self.resolver.servers_of(pool)):
+        for i, spec in enumerate(targets):
             q = max(0.1, round(1.0 - i * 0.1, 1))
             headers.add("Contact", f"<sip:{spec.address}:{spec.sip_port};"
                                    f"transport={transport}>;q={q}")
@@ -236,6 +245,10 @@ class DirectorServer:
 
     # -- admin ---------------------------------------------------------------------
     async def _health(self, request: web.Request) -> web.Response:
+        if not self.started:
+            return web.json_response({"healthy": False, "reason": "starting",
+                                      "server": self.config.server, "role": "director"},
+                                     status=503)
         return web.json_response({"healthy": True, "reason": "serving",
                                   "server": self.config.server, "role": "director"})
 

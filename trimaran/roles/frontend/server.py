@@ -122,6 +122,7 @@ class FrontEndServer:
         self._started_at = 0.0
         self.bindings_count = 0
         self.mode = "full"
+        self.started = False              # SIP listening (health says "starting" before)
         self.draining = False
         self.admin_address: tuple[str, int] | None = None
 
@@ -132,6 +133,7 @@ class FrontEndServer:
         await self.endpoint.listen(cfg.host, udp_port=cfg.sip_port, tcp_port=None)
         _, port = self.endpoint.contact_host_port("udp")
         await self.endpoint.transport.listen_tcp(cfg.host, port)
+        self.started = True
         self.admin_address = await self.admin.start(cfg.host, cfg.admin_port)
         if self.dr is not None:  # DR-7: know the failover records before serving users
             await self.dr.start()
@@ -189,6 +191,8 @@ class FrontEndServer:
 
     def health(self) -> tuple[bool, str]:
         """Healthy while serving; draining and resiliency mode are reported as such."""
+        if not self.started:
+            return False, "starting: reading the CMS before serving SIP"
         if self.draining:
             return False, "draining"
         if self.mode != "full":
