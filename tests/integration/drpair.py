@@ -66,6 +66,25 @@ class Node:
         return f"http://{self.address}:{self.admin_port}"
 
 
+def se_pair(name: str, one: Node, two: Node, *, settings: dict[str, float] | None = None,
+            auto_failover: bool = False, more_sites: tuple[str, ...] = (),
+            more_pools: str = "") -> str:
+    """The topology of two paired Standard Edition pools `one` (site dc1) and `two`
+    (site dc2), with optional settings, automatic failover and more sites/pools (YAML
+    list items indented by two spaces)."""
+    def pool(node: Node, site: str, partner: Node) -> str:
+        return (f"  - name: {node.pool}\n    site: {site}\n    role: frontend\n"
+                f"    edition: standard\n    backup_pool: {partner.pool}\n"
+                + ("    auto_failover: true\n" if auto_failover else "")
+                + f"    servers:\n      - {{name: {node.name}, address: {node.address}, "
+                  f"sip_port: {node.sip_port}, admin_port: {node.admin_port}}}\n")
+    sites = "".join(f"  - name: {site}\n" for site in ("dc1", "dc2", *more_sites))
+    tuning = "".join(f"  {key}: {value}\n" for key, value in (settings or {}).items())
+    return (f"name: {name}\nsip_domain: {DOMAIN}\nsites:\n{sites}"
+            + (f"settings:\n{tuning}" if tuning else "")
+            + f"pools:\n{more_pools}{pool(one, 'dc1', two)}{pool(two, 'dc2', one)}")
+
+
 class Pair:
     """A running paired deployment in `rundir`."""
 

@@ -10,48 +10,19 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.drpair import Node, Pair, running, wait_for
+from tests.integration.drpair import Node, Pair, running, se_pair, wait_for
 from trimaran.deploy.sites import cut_between, netfilter_problem, uncut
 
 pytestmark = pytest.mark.timeout(300)
 
 HEARTBEAT, DETECTION = 0.5, 3.0
-TOPOLOGY = f"""
-name: auto-failover
-sip_domain: trimaran.test
-sites:
-  - name: dc1
-  - name: dc2
-  - name: w
-settings:
-  heartbeat_seconds: {HEARTBEAT}
-  failure_detection_seconds: 2
-  resiliency_failover_seconds: {DETECTION}
-  resiliency_fallback_seconds: 5
-pools:
-  - name: se1
-    site: dc1
-    role: frontend
-    edition: standard
-    backup_pool: se2
-    auto_failover: true
-    servers:
-      - {{name: se1, address: 127.0.18.1}}
-  - name: se2
-    site: dc2
-    role: frontend
-    edition: standard
-    backup_pool: se1
-    auto_failover: true
-    servers:
-      - {{name: se2, address: 127.0.18.2}}
-  - name: wit
-    site: w
-    role: witness
-    servers:
-      - {{name: wit1, address: 127.0.18.9}}
-"""
 SE1, SE2 = Node("se1", "se1", "127.0.18.1"), Node("se2", "se2", "127.0.18.2")
+TOPOLOGY = se_pair("auto-failover", SE1, SE2, auto_failover=True, more_sites=("w",),
+                   settings={"heartbeat_seconds": HEARTBEAT, "failure_detection_seconds": 2,
+                             "resiliency_failover_seconds": DETECTION,
+                             "resiliency_fallback_seconds": 5},
+                   more_pools="  - {name: wit, site: w, role: witness, servers: "
+                              "[{name: wit1, address: 127.0.18.9}]}\n")
 USERS = ["au0", "au1", "au2"]
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.drpair import DOMAIN, Node, Pair, running, wait_for
+from tests.integration.drpair import DOMAIN, Node, Pair, running, se_pair, wait_for
 from trimaran.client.xcap import XcapClient, XcapError
 from trimaran.roles.frontend.presence import basic_pidf
 from trimaran.store.model import ContactEntry, ContactList
@@ -22,34 +22,10 @@ from trimaran.store.model import ContactEntry, ContactList
 pytestmark = pytest.mark.timeout(300)
 
 HEARTBEAT, DETECTION, FALLBACK = 0.5, 3.0, 4.0
-TOPOLOGY = f"""
-name: backup-registrar
-sip_domain: trimaran.test
-sites:
-  - name: dc1
-  - name: dc2
-settings:
-  heartbeat_seconds: {HEARTBEAT}
-  failure_detection_seconds: 2
-  resiliency_failover_seconds: {DETECTION}
-  resiliency_fallback_seconds: {FALLBACK}
-pools:
-  - name: se1
-    site: dc1
-    role: frontend
-    edition: standard
-    backup_pool: se2
-    servers:
-      - {{name: se1, address: 127.0.17.1}}
-  - name: se2
-    site: dc2
-    role: frontend
-    edition: standard
-    backup_pool: se1
-    servers:
-      - {{name: se2, address: 127.0.17.2}}
-"""
 SE1, SE2 = Node("se1", "se1", "127.0.17.1"), Node("se2", "se2", "127.0.17.2")
+TOPOLOGY = se_pair("backup-registrar", SE1, SE2, settings={
+    "heartbeat_seconds": HEARTBEAT, "failure_detection_seconds": 2,
+    "resiliency_failover_seconds": DETECTION, "resiliency_fallback_seconds": FALLBACK})
 A_USERS, B_USERS = ["ra0", "ra1", "ra2", "ra3"], ["rb0"]
 # Detection + one heartbeat + the client's retry backoff (capped at a few seconds) + slack.
 SIGN_IN_BOUND = DETECTION + HEARTBEAT + 6.0

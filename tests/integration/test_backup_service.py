@@ -13,35 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.drpair import Node, Pair, running, wait_for
+from tests.integration.drpair import Node, Pair, running, se_pair, wait_for
 from trimaran.admin.peerauth import sign
 from trimaran.deploy.sites import netfilter_problem
 
 pytestmark = pytest.mark.timeout(300)
 
-TOPOLOGY = """
-name: backup-pair
-sip_domain: trimaran.test
-sites:
-  - name: dc1
-  - name: dc2
-pools:
-  - name: se1
-    site: dc1
-    role: frontend
-    edition: standard
-    backup_pool: se2
-    servers:
-      - {name: se1, address: 127.0.15.1}
-  - name: se2
-    site: dc2
-    role: frontend
-    edition: standard
-    backup_pool: se1
-    servers:
-      - {name: se2, address: 127.0.15.2}
-"""
 SE1, SE2 = Node("se1", "se1", "127.0.15.1"), Node("se2", "se2", "127.0.15.2")
+TOPOLOGY = se_pair("backup-pair", SE1, SE2)
 USERS = [f"u{i}" for i in range(8)]
 
 

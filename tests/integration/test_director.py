@@ -11,46 +11,20 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.drpair import DOMAIN, Node, Pair, running, wait_for
+from tests.integration.drpair import DOMAIN, Node, Pair, running, se_pair, wait_for
 from trimaran.client.ua import UAConfig, UserAgent
 from trimaran.net.transport import Address
 
 pytestmark = pytest.mark.timeout(300)
 
-TOPOLOGY = """
-name: directors
-sip_domain: trimaran.test
-sites:
-  - name: dc1
-  - name: dc2
-settings:
-  heartbeat_seconds: 0.5
-  failure_detection_seconds: 2
-  resiliency_failover_seconds: 3
-  resiliency_fallback_seconds: 5
-pools:
-  - name: dir1
-    site: dc1
-    role: director
-    servers:
-      - {name: dir1a, address: 127.0.19.11}
-      - {name: dir1b, address: 127.0.19.12}
-  - name: se1
-    site: dc1
-    role: frontend
-    edition: standard
-    backup_pool: se2
-    servers:
-      - {name: se1, address: 127.0.19.1}
-  - name: se2
-    site: dc2
-    role: frontend
-    edition: standard
-    backup_pool: se1
-    servers:
-      - {name: se2, address: 127.0.19.2}
-"""
 SE1, SE2 = Node("se1", "se1", "127.0.19.1"), Node("se2", "se2", "127.0.19.2")
+TOPOLOGY = se_pair("directors", SE1, SE2,
+                   settings={"heartbeat_seconds": 0.5, "failure_detection_seconds": 2,
+                             "resiliency_failover_seconds": 3,
+                             "resiliency_fallback_seconds": 5},
+                   more_pools="  - {name: dir1, site: dc1, role: director, servers: "
+                              "[{name: dir1a, address: 127.0.19.11}, "
+                              "{name: dir1b, address: 127.0.19.12}]}\n")
 DIRECTORS = (Address("tcp", "127.0.19.11", 5060), Address("tcp", "127.0.19.12", 5060))
 
 

@@ -12,37 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.drpair import DOMAIN, Node, Pair, running, wait_for
+from tests.integration.drpair import DOMAIN, Node, Pair, running, se_pair, wait_for
 from trimaran.client.xcap import XcapClient, XcapError
 from trimaran.store.model import ContactEntry, ContactList
 
 pytestmark = pytest.mark.timeout(300)
 
-TOPOLOGY = """
-name: dr-se-pair
-sip_domain: trimaran.test
-sites:
-  - name: dc1
-  - name: dc2
-pools:
-  - name: se1
-    site: dc1
-    role: frontend
-    edition: standard
-    backup_pool: se2
-    servers:
-      - name: se1
-        address: 127.0.12.1
-  - name: se2
-    site: dc2
-    role: frontend
-    edition: standard
-    backup_pool: se1
-    servers:
-      - name: se2
-        address: 127.0.12.2
-"""
 SE1, SE2 = Node("se1", "se1", "127.0.12.1"), Node("se2", "se2", "127.0.12.2")
+TOPOLOGY = se_pair("dr-se-pair", SE1, SE2)
 A_USERS = [f"a{i}" for i in range(12)]
 B_USERS = [f"b{i}" for i in range(4)]
 

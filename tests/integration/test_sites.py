@@ -13,13 +13,13 @@ import errno
 import json
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.integration.drpair import Node, se_pair, trimaran
 from trimaran.deploy.database import databases_of, instance
 from trimaran.deploy.rundir import DeploymentState, RunDir, ServerState
 from trimaran.deploy.sites import (
@@ -36,41 +36,10 @@ from trimaran.deploy.supervisor import health, pid_alive, request_json
 from trimaran.topology.loader import parse_topology
 from trimaran.topology.model import Topology
 
-ROOT = Path(__file__).resolve().parents[2]
 SE1, SE2 = ("127.0.10.1", 5370, 8370), ("127.0.10.2", 5371, 8371)
-PAIR = f"""
-name: sites-test
-sip_domain: trimaran.test
-sites:
-  - name: dc1
-  - name: dc2
-pools:
-  - name: se1
-    site: dc1
-    role: frontend
-    edition: standard
-    backup_pool: se2
-    servers:
-      - {{name: se1, address: {SE1[0]}, sip_port: {SE1[1]}, admin_port: {SE1[2]}}}
-  - name: se2
-    site: dc2
-    role: frontend
-    edition: standard
-    backup_pool: se1
-    servers:
-      - {{name: se2, address: {SE2[0]}, sip_port: {SE2[1]}, admin_port: {SE2[2]}}}
-"""
+PAIR = se_pair("sites-test", Node("se1", "se1", *SE1), Node("se2", "se2", *SE2))
 SITES = ("dc1", "dc2")
 CUT_PROBE_SECONDS = 1.0  # a connect across a cut must still be hanging after this long
-
-
-def trimaran(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run([sys.executable, "-m", "trimaran", *args], capture_output=True,
-                            text=True, timeout=120, cwd=ROOT)
-    if check and result.returncode != 0:
-        raise AssertionError(f"trimaran {' '.join(args)} -> {result.returncode}\n"
-                             f"{result.stdout}\n{result.stderr}")
-    return result
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:

@@ -38,6 +38,7 @@ from aiohttp import web
 from trimaran.admin.http import MAX_PEER_BODY_BYTES, HttpError, Route
 from trimaran.admin.peerauth import verify
 from trimaran.admin.peerclient import PeerClient
+from trimaran.aio import cancel
 from trimaran.backup.protocol import (
     MAX_BATCH_BYTES,
     MAX_BATCH_CHANGES,
@@ -110,11 +111,8 @@ class BackupService:
 
     async def stop(self) -> None:
         """Stop shipping; idempotent."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel(self._task)
+        self._task = None
         await self._client.close()
 
     def routes(self) -> tuple[Route, ...]:
@@ -188,21 +186,21 @@ class BackupService:
         size = 0
         kept: list[Change] = []
         for change in changes:
-            extra = len(change.payload)
+            extra, blob = len(change.payload), None
             if change.category == "meeting-content" and change.op == "put":
-                ref = decode(MeetingContent, change.payload)
-                if ref.sha256 not in blobs:
-                    data = await self.store.meetings.blob(ref.sha256)
+                sha = decode(MeetingContent, change.payload).sha256
+                if sha not in blobs:
+                    data = await self.store.meetings.blob(sha)
                     if data is not None:
-                        blobs[ref.sha256] = data
+                        blob = (sha, data)
                         extra += len(data) * 4 // 3
             if kept and size + extra > MAX_BATCH_BYTES:
                 break
             kept.append(change)
             size += extra
-        needed = {decode(MeetingContent, c.payload).sha256 for c in kept
-                  if c.category == "meeting-content" and c.op == "put"}
-        return kept, {sha: data for sha, data in blobs.items() if sha in needed}
+            if blob is not None:
+                blobs[blob[0]] = blob[1]
+        return kept, blobs
 
     async def _ask_progress(self, timeout: float | None = None) -> bool:
         status, body = await self._call("GET", f"/backup/progress?source={self.pool}",

@@ -18,7 +18,6 @@ witness is not failed over (its users meanwhile sign in here in resiliency mode)
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -26,6 +25,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
+from trimaran.aio import cancel
 from trimaran.cms.failover import NORMAL, PoolFailover, document_key, plan_failover
 from trimaran.cms.liveness import DOWN, leaving_from
 from trimaran.cms.service import CmsService
@@ -83,11 +83,8 @@ class AutoFailover:
 
     async def stop(self) -> None:
         """Stop watching; idempotent."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel(self._task)
+        self._task = None
         if self._session is not None:
             await self._session.close()
             self._session = None

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from trimaran.admin.peerclient import PeerClient
+from trimaran.aio import cancel
 from trimaran.cms.replica import (
     CmsError,
     MasterLocator,
@@ -92,11 +93,8 @@ class CmsFollower:
 
     async def stop(self) -> None:
         """Stop following; idempotent."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel(self._task)
+        self._task = None
         await self._client.close()
 
     async def _before_first_pull(self) -> None:
@@ -137,9 +135,10 @@ class CmsFollower:
         """Ask the candidate pools (at once); apply the master's answer. True when a
         master answered."""
         known = self.snapshot.master
-        results = await asyncio.gather(*(self._ask_pool(pool) for pool in self._candidates()))
+        candidates = self._candidates()
+        results = await asyncio.gather(*(self._ask_pool(pool) for pool in candidates))
         answers = [(term, pool, body) for pool, (term, body, _) in
-                   zip(self._candidates(), results, strict=True) if body is not None]
+                   zip(candidates, results, strict=True) if body is not None]
         errors = [e for _, _, errs in results for e in errs]
         if not answers:
             self.last_error = "no CMS master reachable: " + "; ".join(errors[:4])

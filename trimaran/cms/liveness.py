@@ -23,7 +23,6 @@ asyncio loop around it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -31,6 +30,7 @@ from dataclasses import dataclass, replace
 
 import aiohttp
 
+from trimaran.aio import cancel
 from trimaran.topology.model import Server
 
 log = logging.getLogger(__name__)
@@ -106,11 +106,8 @@ class PartnerWatch:
 
     async def stop(self) -> None:
         """Stop probing; idempotent."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel(self._task)
+        self._task = None
         if self._session is not None:
             await self._session.close()
             self._session = None

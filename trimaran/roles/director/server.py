@@ -35,6 +35,7 @@ from trimaran.cms.follower import CMS_KEY_ID, CmsFollower
 from trimaran.cms.liveness import DOWN, RECOVERING, PartnerWatch
 from trimaran.net.endpoint import IncomingRequest, SipEndpoint
 from trimaran.roles.frontend.authn import RequestAuthenticator
+from trimaran.roles.frontend.homing import server_contacts
 from trimaran.sip.headers import Headers
 from trimaran.sip.ids import new_tag
 from trimaran.sip.transaction import TimerConfig, TransactionError
@@ -227,11 +228,7 @@ class DirectorServer:
         registrar = self.resolver.backup_registrar(home)
         if pool == home and registrar is not None:
             targets += [s for s in registrar.servers if s not in targets]
-        headers = Headers()
-        for i, spec in enumerate(targets):
-            q = max(0.1, round(1.0 - i * 0.1, 1))
-            headers.add("Contact", f"<sip:{spec.address}:{spec.sip_port};"
-                                   f"transport={transport}>;q={q}")
+        headers = server_contacts(targets, transport)
         self.sent[pool] = self.sent.get(pool, 0) + 1
         self._reply(incoming, 302, f"Moved Temporarily ({why})"[:120], headers)
 

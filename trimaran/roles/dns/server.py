@@ -11,7 +11,6 @@ changes. Its own admin HTTP API answers ``GET /health`` (for the supervisor) and
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass
 from typing import cast
@@ -19,6 +18,7 @@ from typing import cast
 import aiohttp
 from aiohttp import web
 
+from trimaran.aio import cancel
 from trimaran.roles.dns.handler import answer
 from trimaran.roles.dns.zone import DEFAULT_TTL, Zone, build_zone, polled_servers
 from trimaran.topology.model import Server, Topology
@@ -88,10 +88,7 @@ class DnsServer:
 
     async def stop(self) -> None:
         """Stop polling and close every socket."""
-        if self._poller is not None:
-            self._poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._poller
+        await cancel(self._poller)
         if self.udp is not None:
             self.udp.close()
         if self.tcp is not None:

@@ -15,7 +15,7 @@ follower, the Backup Service and this homing view.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from trimaran.admin.http import HttpError, Route
 from trimaran.backup.service import BackupService
@@ -26,7 +26,7 @@ from trimaran.cms.replica import Snapshot
 from trimaran.cms.service import CmsService
 from trimaran.sip.headers import Headers
 from trimaran.store.base import Store
-from trimaran.topology.model import Topology
+from trimaran.topology.model import Server, Topology
 from trimaran.topology.resolver import Resolver
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,7 @@ class Homing:
         self.pool = pool
         self.store = store
         self.topology = topology
+        self._resolver = Resolver(topology) if topology is not None else None
         self.records: dict[str, PoolFailover] = {}
         self.liveness: dict[str, str] = {}      # pools we are backup registrar of (DR-8)
         self.partner: PartnerWatch | None = None
@@ -106,15 +107,9 @@ class Homing:
 
     def redirect_contacts(self, pool: str, transport: str) -> Headers:
         """Contact headers naming `pool`'s servers (302 to REGISTER)."""
-        headers = Headers()
-        if self.topology is None:
-            return headers
-        servers = Resolver(self.topology).servers_of(pool)
-        for i, spec in enumerate(servers):
-            q = max(0.1, round(1.0 - i * 0.1, 1))
-            headers.add("Contact", f"<sip:{spec.address}:{spec.sip_port};transport={transport}>"
-                                   f";q={q}")
-        return headers
+        if self._resolver is None:
+            return Headers()
+        return server_contacts(self._resolver.servers_of(pool), transport)
 
     async def check_write(self, aor: str) -> None:
         """The admin API's write check: `HttpError` unless `aor` may change data here."""
@@ -128,6 +123,17 @@ class Homing:
         if st.read_only:
             raise HttpError(503, f"{aor}'s data is read-only: {st.reason}",
                             (("Retry-After", RETRY_AFTER),))
+
+
+def server_contacts(servers: Sequence[Server], transport: str) -> Headers:
+    """Contact headers naming `servers` in order of preference (q 1.0, 0.9, ...): the
+    targets of a 3xx to REGISTER."""
+    headers = Headers()
+    for i, spec in enumerate(servers):
+        q = max(0.1, round(1.0 - i * 0.1, 1))
+        headers.add("Contact", f"<sip:{spec.address}:{spec.sip_port};transport={transport}>"
+                               f";q={q}")
+    return headers
 
 
 def _serving(pool: str, records: dict[str, PoolFailover]) -> tuple[str, bool]:
