@@ -333,3 +333,35 @@ def test_next_deadline_tracks_the_earliest_timer() -> None:
 def test_timer_config_rejects_inconsistent_values() -> None:
     with pytest.raises(ValueError, match="t2"):
         TimerConfig(t1=1.0, t2=0.5)
+
+
+def test_ended_transactions_are_counted_by_side_method_and_final_class() -> None:
+    """OPS-4: `sip_transactions_total` comes from these counts."""
+    pair = Pair(reliable=True)
+    pair.send(make_request("OPTIONS"))
+    pair.respond(200, now=0.0)
+    pair.send(make_request("INVITE", branch="z9hG4bK-2"))
+    pair.respond(486, now=0.1, request_method="INVITE")
+    assert pair.client.statistics().completed == {
+        ("client", "OPTIONS", "2xx"): 1, ("client", "INVITE", "4xx"): 1}
+    assert pair.server.statistics().completed == {
+        ("server", "OPTIONS", "2xx"): 1, ("server", "INVITE", "4xx"): 1}
+
+
+def test_timeouts_and_transport_errors_are_counted_as_such() -> None:
+    lost = Pair(drop=lambda m: True)
+    lost.send(make_request("MESSAGE"))
+    lost.run_until(100.0)
+    layer = TransactionLayer(TIMERS)
+    txn, _ = layer.send_request(make_request("REGISTER"), reliable=True, now=0.0)
+    layer.transport_error(txn, 0.0)
+    assert lost.client.statistics().completed == {("client", "MESSAGE", "timeout"): 1}
+    assert layer.statistics().completed == {("client", "REGISTER", "transport_error"): 1}
+
+
+def test_unknown_methods_share_one_count() -> None:
+    pair = Pair(reliable=True)
+    for i, method in enumerate(("BREW", "WHEN")):
+        pair.send(make_request(method, branch=f"z9hG4bK-m{i}"))
+        pair.respond(501, now=0.0, request_method=method)
+    assert pair.server.statistics().completed == {("server", "other", "5xx"): 2}

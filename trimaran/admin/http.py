@@ -81,6 +81,14 @@ _BEARER_CHALLENGE = 'Bearer realm="trimaran-admin"'
 Route = tuple[str, str, tuple[tuple[str, Handler], ...]]
 
 
+def add_routes(app: web.Application, routes: tuple[Route, ...]) -> None:
+    """Add (path, name, ((method, handler), ...)) endpoints to `app`."""
+    for path, name, handlers in routes:
+        resource = app.router.add_resource(path, name=name)
+        for method, handler in handlers:
+            resource.add_route(method, handler)
+
+
 @dataclass(frozen=True)
 class AdminContext:
     """What the admin API needs from the server it runs in."""
@@ -231,10 +239,7 @@ class AdminServer:
             (MEETING_PATH, "meeting", (("GET", self._meeting_get), ("PUT", self._meeting_put))),
             (MEETING_CONTENT_PATH, "meeting-content", (("PUT", self._meeting_content_put),)),
             *self._ctx.routes)
-        for path, name, handlers in routes:
-            resource = app.router.add_resource(path, name=name)
-            for method, handler in handlers:
-                resource.add_route(method, handler)
+        add_routes(app, routes)
         return app
 
     @web.middleware
@@ -322,10 +327,7 @@ class AdminServer:
 
     async def _metrics(self, request: web.Request) -> web.Response:
         self._require_token(request)
-        body, content_type = self._ctx.metrics.render()
-        response = web.Response(body=body)
-        response.headers["Content-Type"] = content_type
-        return response
+        return await self._ctx.metrics.handle(request)
 
     async def _xcap_get(self, request: web.Request) -> web.Response:
         owner = _owner(request)

@@ -1,25 +1,54 @@
-"""Prometheus metrics of one server (SPEC OPS-4).
+"""Prometheus metrics of one server (SPEC OPS-4); the names are listed in the README.
 
-Each `Metrics` owns a private `CollectorRegistry`, never the process-global one, so
-several servers can live in one process (tests, `trimaran demo`). Label values are
-bounded: unknown SIP methods count as "other", status codes are folded into classes.
+Each server owns a `ServerMetrics` with a private `CollectorRegistry`, never the
+process-global one, so several servers can live in one process (tests, `trimaran
+demo`). It exposes:
+
+* ``trimaran_server_info{server,pool,role,version} 1``;
+* counters and gauges the server moves as things happen (`counter`, `gauge`; the
+  Front End's SIP and HTTP ones are `Metrics`);
+* *sources*: functions that describe the server's HA state into a `Families` at
+  every scrape (`add_source`), so that a sample never outlives its state (a pool
+  record that disappears, a peer that leaves). A source may have an async
+  `refresh`, awaited before rendering (bounded by `REFRESH_TIMEOUT`), for what needs
+  I/O, such as the Backup Service's lag read from the store. A refresh or a source
+  that fails is logged at debug level and counted in
+  ``metrics_source_errors_total{source}``; the scrape still answers with the rest.
+
+States are one-hot gauges: one sample per possible state, labelled ``state``, 1 for
+the current one. Label values are bounded: unknown SIP methods count as "other",
+status codes are folded into classes.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Info
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
 
-#: SIP methods that get their own label value (RFC 3261 and the extensions we serve).
-KNOWN_METHODS: frozenset[str] = frozenset({
-    "ACK", "BYE", "CANCEL", "INFO", "INVITE", "MESSAGE", "NOTIFY", "OPTIONS",
-    "PRACK", "PUBLISH", "REFER", "REGISTER", "SUBSCRIBE", "UPDATE",
-})
+from trimaran import __version__
+from trimaran.sip.message import KNOWN_METHODS
+from trimaran.sip.transaction_layer import TransactionStats
+
+log = logging.getLogger(__name__)
 
 #: Admin HTTP path groups that get their own label value; anything else is "other".
 PATH_GROUPS: frozenset[str] = frozenset({"health", "status", "metrics", "xcap", "admin"})
+#: How long a scrape waits for one source's refresh before rendering without it.
+REFRESH_TIMEOUT = 3.0
+#: The ``result`` labels of a REGISTER's final answer (`register_result`).
+REGISTER_RESULTS = ("accepted_full", "accepted_resiliency", "redirected", "challenged",
+                    "unavailable", "rejected")
 
 OTHER = "other"
+
+__all__ = ["KNOWN_METHODS", "REGISTER_RESULTS", "Families", "Metrics", "ServerMetrics",
+           "code_class", "describe_transactions", "method_label", "register_result"]
 
 
 def method_label(method: str) -> str:
@@ -37,34 +66,167 @@ def _http_status_label(status: int) -> str:
     return str(status) if 100 <= status <= 599 else OTHER
 
 
-class Metrics:
-    """The counters and gauges a server exposes on `/metrics`.
+_Family = GaugeMetricFamily | CounterMetricFamily
 
-    Callers use the method-named helpers (`request("REGISTER")`, `response(200)`, ...);
-    `registry` is what gets rendered.
-    """
+
+class Families:
+    """The metric families of one scrape, as the sources describe them."""
 
     def __init__(self) -> None:
+        self._families: dict[str, _Family] = {}
+        self._labels: dict[str, tuple[str, ...]] = {}
+
+    def gauge(self, name: str, doc: str, value: float, **labels: str) -> None:
+        """Add a sample to gauge `name`."""
+        self._add(GaugeMetricFamily, name, doc, value, labels)
+
+    def counter(self, name: str, doc: str, value: float, **labels: str) -> None:
+        """Add a sample to counter `name` (given without its ``_total`` suffix)."""
+        self._add(CounterMetricFamily, name, doc, value, labels)
+
+    def flag(self, name: str, doc: str, value: bool, **labels: str) -> None:
+        """Add a 0/1 sample to gauge `name`."""
+        self.gauge(name, doc, 1.0 if value else 0.0, **labels)
+
+    def state(self, name: str, doc: str, states: Sequence[str], current: str,
+              **labels: str) -> None:
+        """Add a one-hot gauge: one sample per state of `states`, 1 for `current`."""
+        for state in states:
+            self.gauge(name, doc, 1.0 if state == current else 0.0, **labels, state=state)
+
+    def metrics(self) -> list[Metric]:
+        """The families described so far."""
+        return list(self._families.values())
+
+    def _add(self, kind: type[_Family], name: str, doc: str, value: float,
+             labels: dict[str, str]) -> None:
+        family = self._families.get(name)
+        if family is None:
+            family = self._families[name] = kind(name, doc, labels=sorted(labels))
+            self._labels[name] = tuple(sorted(labels))
+        family.add_metric([labels[key] for key in self._labels[name]], value)
+
+
+Describe = Callable[[Families], None]
+Refresh = Callable[[], Awaitable[None]]
+
+
+class _Source:
+    """A registry collector calling one `Describe` at every scrape."""
+
+    def __init__(self, name: str, describe: Describe, refresh: Refresh | None,
+                 failed: Callable[[str], None]) -> None:
+        self.name = name
+        self.describe_into = describe
+        self.refresh = refresh
+        self._failed = failed
+
+    def describe(self) -> list[Metric]:
+        return []      # names vary with the state: no up-front duplicate check
+
+    def collect(self) -> list[Metric]:
+        families = Families()
+        try:
+            self.describe_into(families)
+        except Exception:
+            log.debug("metrics source %s failed", self.name, exc_info=True)
+            self._failed(self.name)
+        return families.metrics()
+
+
+class ServerMetrics:
+    """The registry of one server's metrics and what its `/metrics` serves."""
+
+    def __init__(self, *, server: str = "", role: str = "", pool: str = "") -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        r = self.registry
-        self._requests = Counter(
-            "sip_requests", "SIP requests received, by method", ["method"], registry=r)
-        self._responses = Counter(
-            "sip_responses", "SIP responses sent, by status class", ["code_class"], registry=r)
-        self._auth_failures = Counter(
-            "sip_auth_failures", "SIP digest authentications that failed", registry=r)
-        self._bad_messages = Counter(
-            "sip_bad_messages", "SIP messages rejected as malformed", registry=r)
-        self._store_errors = Counter(
-            "store_errors", "Store operations that failed", registry=r)
-        self._http = Counter(
+        Info("trimaran_server", "This server: its name, pool, role and Trimaran version",
+             registry=self.registry).info(
+            {"server": server, "pool": pool, "role": role, "version": __version__})
+        self._source_errors = self.counter(
+            "metrics_source_errors", "Metrics sources that failed to refresh or describe",
+            ["source"])
+        self._sources: list[_Source] = []
+
+    def counter(self, name: str, doc: str, labels: Sequence[str] = ()) -> Counter:
+        """A counter in this registry (`name` without ``_total``)."""
+        return Counter(name, doc, list(labels), registry=self.registry)
+
+    def gauge(self, name: str, doc: str, labels: Sequence[str] = ()) -> Gauge:
+        """A gauge in this registry."""
+        return Gauge(name, doc, list(labels), registry=self.registry)
+
+    def add_source(self, name: str, describe: Describe, refresh: Refresh | None = None) -> None:
+        """Describe state at every scrape, after awaiting `refresh` when given."""
+        source = _Source(name, describe, refresh, self._failed)
+        self._sources.append(source)
+        self.registry.register(source)
+
+    async def refresh(self) -> None:
+        """Await every source's refresh; a failure or a timeout is logged and counted."""
+        for source in self._sources:
+            if source.refresh is None:
+                continue
+            try:
+                await asyncio.wait_for(source.refresh(), REFRESH_TIMEOUT)
+            except Exception:
+                log.debug("metrics source %s: refresh failed", source.name, exc_info=True)
+                self._failed(source.name)
+
+    async def scrape(self) -> tuple[bytes, str]:
+        """Refresh, then render: the body and content type of ``GET /metrics``."""
+        await self.refresh()
+        return self.render()
+
+    async def handle(self, request: web.Request) -> web.Response:
+        """The aiohttp handler of ``GET /metrics``."""
+        body, content_type = await self.scrape()
+        response = web.Response(body=body)
+        response.headers["Content-Type"] = content_type
+        return response
+
+    def sample(self, name: str, **labels: str) -> float:
+        """The current value of a sample (e.g. ``sample("sip_requests_total",
+        method="INVITE")``); 0.0 when it was never touched."""
+        value = self.registry.get_sample_value(name, labels)
+        return 0.0 if value is None else value
+
+    def render(self) -> tuple[bytes, str]:
+        """The Prometheus text exposition of the registry and its content type."""
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+    def _failed(self, source: str) -> None:
+        self._source_errors.labels(source=source).inc()
+
+
+class Metrics(ServerMetrics):
+    """A Front End's metrics: SIP and admin HTTP counters, registrations, gauges.
+
+    Callers use the method-named helpers (`request("REGISTER")`, `response(200)`, ...).
+    """
+
+    def __init__(self, *, server: str = "", role: str = "", pool: str = "") -> None:
+        super().__init__(server=server, role=role, pool=pool)
+        self._requests = self.counter(
+            "sip_requests", "SIP requests received, by method", ["method"])
+        self._responses = self.counter(
+            "sip_responses", "SIP responses sent, by status class", ["code_class"])
+        self._auth_failures = self.counter(
+            "sip_auth_failures", "SIP digest authentications that failed")
+        self._bad_messages = self.counter(
+            "sip_bad_messages", "SIP messages rejected as malformed")
+        self._store_errors = self.counter("store_errors", "Store operations that failed")
+        self._http = self.counter(
             "http_requests", "Admin HTTP requests, by path group and status",
-            ["path_group", "status"], registry=r)
-        self._bindings = Gauge(
-            "registered_bindings", "Registered contact bindings served here", registry=r)
-        self._subscriptions = Gauge(
-            "active_subscriptions", "Subscriptions this server is notifier for", registry=r)
-        self._calls = Gauge("calls_active", "Calls in progress through this server", registry=r)
+            ["path_group", "status"])
+        self._registers = self.counter(
+            "registrar_registers", "REGISTER requests answered, by result", ["result"])
+        for result in REGISTER_RESULTS:
+            self._registers.labels(result=result)       # exposed at 0 from the start
+        self._bindings = self.gauge(
+            "registered_bindings", "Registered contact bindings served here")
+        self._subscriptions = self.gauge(
+            "active_subscriptions", "Subscriptions this server is notifier for")
+        self._calls = self.gauge("calls_active", "Calls in progress through this server")
 
     def request(self, method: str) -> None:
         """Count a SIP request received."""
@@ -73,6 +235,12 @@ class Metrics:
     def response(self, code: int) -> None:
         """Count a SIP response sent."""
         self._responses.labels(code_class=code_class(code)).inc()
+
+    def registration(self, code: int, mode: str | None) -> None:
+        """Count a REGISTER answered with `code` (final answers only); `mode` is the
+        X-Trimaran-Mode sent with it."""
+        if code >= 200:
+            self._registers.labels(result=register_result(code, mode)).inc()
 
     def auth_failure(self) -> None:
         """Count a failed SIP digest authentication."""
@@ -111,12 +279,29 @@ class Metrics:
         """One call fewer in progress."""
         self._calls.dec()
 
-    def sample(self, name: str, **labels: str) -> float:
-        """The current value of a sample (e.g. ``sample("sip_requests_total",
-        method="INVITE")``); 0.0 when it was never touched."""
-        value = self.registry.get_sample_value(name, labels)
-        return 0.0 if value is None else value
 
-    def render(self) -> tuple[bytes, str]:
-        """The Prometheus text exposition of the registry and its content type."""
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+def register_result(code: int, mode: str | None) -> str:
+    """The ``result`` label (one of `REGISTER_RESULTS`) of a REGISTER finally answered
+    with `code`; "unavailable" is 503, "rejected" any other refusal."""
+    if 200 <= code < 300:
+        return "accepted_resiliency" if mode == "resiliency" else "accepted_full"
+    if 300 <= code < 400:
+        return "redirected"
+    if code in (401, 407):
+        return "challenged"
+    if code == 503:
+        return "unavailable"
+    return "rejected"
+
+
+def describe_transactions(families: Families, stats: TransactionStats) -> None:
+    """``sip_transactions_total`` and ``sip_transactions_active`` of a transaction layer."""
+    for (side, method, result), count in sorted(stats.completed.items()):
+        families.counter("sip_transactions", "SIP transactions ended, by side (client: sent "
+                         "by this server, server: received), method and result (final "
+                         "response class, timeout or transport_error)", count,
+                         side=side, method=method, result=result)
+    doc = "SIP transactions in progress, by side"
+    families.gauge("sip_transactions_active", doc, stats.client_transactions, side="client")
+    families.gauge("sip_transactions_active", doc, stats.server_transactions, side="server")
+

@@ -79,6 +79,7 @@ from trimaran.backend.decide import (
     sync_names_for,
 )
 from trimaran.backend.instance import BackendError, PgInstance
+from trimaran.backend.metrics import AgentMetrics
 
 log = logging.getLogger(__name__)
 
@@ -208,6 +209,7 @@ class Agent:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._api: AgentApi | None = None
+        self.metrics = AgentMetrics(self)
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -261,6 +263,8 @@ class Agent:
             raise ActionFailed(f"refusing to go back from term {self._state.term} to "
                                f"{state.term}")
         self._file.write(state)
+        if state.role is not self._state.role:
+            self.metrics.role_entered(state.role.value)
         self._state = state
 
     # --- the loop -----------------------------------------------------------------------
@@ -296,10 +300,12 @@ class Agent:
         except (BackendError, *HTTP_ERRORS) as exc:
             self.last_action = ActionResult(decision.action.value, False, str(exc),
                                             self.wall())
+            self.metrics.action(decision.action.value, ok=False)
             log.warning("agent %s: %s failed: %s", self.config.node, decision.action.value,
                         exc)
             return decision, False
         self.last_action = ActionResult(decision.action.value, True, detail, self.wall())
+        self.metrics.action(decision.action.value, ok=True)
         log.warning("agent %s: %s done (term %d): %s", self.config.node,
                     decision.action.value, self._state.term, detail)
         return decision, True

@@ -5,6 +5,7 @@
                          serving}``
 ``GET /principal``       200 when this node is the serving principal, else 503 (for load
                          balancers and scripts; same body as /health)
+``GET /metrics``         Prometheus text exposition (`trimaran.backend.metrics`)
 ``GET /state``           200 `Agent.status`: role, term, principal, exposed, policy,
                          serving, synchronous, instance (running, in recovery, read-only,
                          streaming, sync names, LSNs, the partner as standby: state, sync
@@ -56,6 +57,7 @@ class AgentApi:
         app.router.add_get("/health", self._health)
         app.router.add_get("/principal", self._principal)
         app.router.add_get("/state", self._state)
+        app.router.add_get("/metrics", self._agent.metrics.handle)
         app.router.add_post("/failover", self._failover)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
         await runner.setup()

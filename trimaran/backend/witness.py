@@ -34,7 +34,12 @@ HTTP API (JSON bodies; errors are ``{"error": ...}``):
                                        ``{granted: false, error, view}``
 ``POST /backends/{id}/exposed``        ``{agent, term, exposed}`` → 200 ``{granted: true,
                                        view}``, 409 ``{granted: false, error, view}``
+``GET /metrics``                       Prometheus text exposition (`trimaran.backend.metrics`)
 =====================================  ====================================================
+
+Run by ``trimaran serve`` it also serves the deployment's status page (`routes`, from
+`trimaran.admin.statuspage`): from a third site it shows the deployment when a data
+center is lost.
 
 A view: ``{backend, term, principal, exposed, principal_silent_for,
 principal_timeout, mirror_timeout, agents: {name: {role, term, serving, synchronous,
@@ -60,8 +65,12 @@ from typing import Any
 
 from aiohttp import web
 
+from trimaran.admin.http import Route, add_routes
+from trimaran.admin.metrics import ServerMetrics
 from trimaran.backend.durable import DurableStateError, read_json, write_json
+from trimaran.backend.metrics import describe_witness
 from trimaran.cms.liveness import PartnerWatch
+from trimaran.cms.metrics import describe_liveness
 
 log = logging.getLogger(__name__)
 
@@ -323,10 +332,12 @@ class Witness:
                  principal_timeout: float = DEFAULT_PRINCIPAL_TIMEOUT,
                  mirror_timeout: float | None = None,
                  clock: Callable[[], float] = time.monotonic,
-                 pools: Sequence[PartnerWatch] = ()) -> None:
+                 pools: Sequence[PartnerWatch] = (), routes: tuple[Route, ...] = (),
+                 server: str = "witness", pool: str = "") -> None:
         self.state_dir = Path(state_dir)
         # DR-10: Front End pools with automatic failover, whose liveness we confirm.
         self.pools = {watch.pool: watch for watch in pools}
+        self.routes = routes          # more endpoints (the deployment's status page)
         self.host = host
         self.port = port
         self._clock = clock
@@ -334,6 +345,11 @@ class Witness:
                                 mirror_timeout=mirror_timeout, records=self._load())
         self._runner: web.AppRunner | None = None
         self.address: tuple[str, int] | None = None
+        self.metrics = ServerMetrics(server=server, role="witness", pool=pool)
+        self.metrics.add_source("backends", lambda families: describe_witness(
+            families, self.core, self._clock()))
+        self.metrics.add_source("pools", lambda families: describe_liveness(
+            families, self.pools.values()))
 
     @property
     def url(self) -> str:
@@ -352,6 +368,8 @@ class Witness:
         app.router.add_post("/backends/{id}/vote", self._post(self.core.vote))
         app.router.add_post("/backends/{id}/exposed", self._post(self.core.expose))
         app.router.add_get("/pools/{pool}", self._pool)
+        app.router.add_get("/metrics", self.metrics.handle)
+        add_routes(app, self.routes)
         for watch in self.pools.values():
             watch.start()
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
@@ -449,7 +467,9 @@ class Witness:
 async def run_witness(state_dir: Path, host: str, port: int, *,
                       principal_timeout: float = DEFAULT_PRINCIPAL_TIMEOUT,
                       stop: asyncio.Event | None = None,
-                      pools: Sequence[PartnerWatch] = ()) -> None:
+                      pools: Sequence[PartnerWatch] = (),
+                      routes: tuple[Route, ...] = (), server: str = "witness",
+                      pool: str = "") -> None:
     """Serve as a witness until `stop` is set, SIGTERM or SIGINT (the body of
     ``trimaran serve --server WITNESS``)."""
     stop = stop or asyncio.Event()
@@ -457,7 +477,8 @@ async def run_witness(state_dir: Path, host: str, port: int, *,
     for signum in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signum, stop.set)
-    witness = Witness(state_dir, host, port, principal_timeout=principal_timeout, pools=pools)
+    witness = Witness(state_dir, host, port, principal_timeout=principal_timeout, pools=pools,
+                      routes=routes, server=server, pool=pool)
     await witness.start()
     try:
         await stop.wait()

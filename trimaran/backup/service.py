@@ -20,7 +20,9 @@ Status (DR-3): ``GET /backup/status`` describes this pool's outgoing direction:
 last change written and acknowledged, lag in changes and seconds, per category,
 and the state: ``steady`` (lag under `steady_lag` seconds), ``behind``, ``final``
 (the pool is read-only and everything is applied) or ``broken`` (with why).
-``POST /backup/sync`` ships at once and waits until caught up (DR-4).
+``POST /backup/sync`` ships at once and waits until caught up (DR-4). The shipping
+server also measures that status every `measure_interval` seconds (`measured`), so
+that the server's own /status and the status page show the lag without a signed call.
 """
 
 from __future__ import annotations
@@ -58,6 +60,9 @@ log = logging.getLogger(__name__)
 #: How long a status request waits for the partner's progress (status stays quick when
 #: the partner is cut off: it then reports `broken` with the reason).
 STATUS_TIMEOUT = 1.0
+#: The fields of `BackupService.status` kept in `BackupService.measured`.
+MEASURED_FIELDS = ("state", "reason", "lag_seconds", "lag_changes", "last_seq", "applied_seq",
+                   "shipped_at")
 
 STEADY = "steady"
 BEHIND = "behind"
@@ -85,7 +90,8 @@ class BackupService:
                  records: Callable[[], dict[str, PoolFailover]],
                  is_shipper: Callable[[], bool] = lambda: True,
                  wall_clock: Callable[[], float] = time.time, poll_interval: float = 0.1,
-                 steady_lag: float = 1.0, local_host: str | None = None) -> None:
+                 steady_lag: float = 1.0, local_host: str | None = None,
+                 measure_interval: float = 1.0) -> None:
         self.pool = pool
         self.partner = partner
         self.partner_servers = partner_servers
@@ -95,24 +101,30 @@ class BackupService:
         self.wall_clock = wall_clock
         self.poll_interval = poll_interval
         self.steady_lag = steady_lag
+        self.measure_interval = measure_interval
         self.key_id = pair_key(pool, partner)
         self._secret = secret
         self._client = PeerClient(self.key_id, secret, timeout=5.0, local_host=local_host)
         self.state = ShipperState()
+        # The last status measured by the shipping server (None elsewhere or before).
+        self.measured: dict[str, object] | None = None
         self._task: asyncio.Task[None] | None = None
+        self._measuring: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._progress = asyncio.Condition()
         self._target = 0                          # index of the partner server in use
 
     # -- lifecycle ---------------------------------------------------------------------
     def start(self) -> None:
-        """Ship in the background."""
+        """Ship, and measure the lag, in the background."""
         self._task = asyncio.ensure_future(self._loop())
+        self._measuring = asyncio.ensure_future(self._measure_loop())
 
     async def stop(self) -> None:
         """Stop shipping; idempotent."""
         await cancel(self._task)
-        self._task = None
+        await cancel(self._measuring)
+        self._task = self._measuring = None
         await self._client.close()
 
     def routes(self) -> tuple[Route, ...]:
@@ -261,6 +273,23 @@ class BackupService:
         return True
 
     # -- status --------------------------------------------------------------------------
+    async def _measure_loop(self) -> None:
+        while True:
+            self.measured = await self._measure() if self.is_shipper() else None
+            await asyncio.sleep(self.measure_interval)
+
+    async def _measure(self) -> dict[str, object]:
+        """The summary of `status()` (its state `broken` when it cannot be computed)."""
+        try:
+            status = await self.status()
+        except StoreError as exc:
+            status = {"state": BROKEN, "reason": f"own store unavailable: {exc}"}
+        except Exception as exc:
+            log.exception("measuring the backup lag to %s failed", self.partner)
+            status = {"state": BROKEN, "reason": f"internal error: {type(exc).__name__}"}
+        return {**{key: status.get(key) for key in MEASURED_FIELDS},
+                "measured_at": self.wall_clock()}
+
     async def status(self) -> dict[str, object]:
         """This pool's outgoing direction (DR-3)."""
         now = self.wall_clock()

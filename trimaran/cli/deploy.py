@@ -11,6 +11,7 @@ import click
 
 from trimaran.backend.instance import BackendError
 from trimaran.cli.common import dir_option, echo_json, fail, json_option, open_rundir
+from trimaran.cli.status_page import print_page_urls
 from trimaran.deploy.backends import start_backends, stop_backends
 from trimaran.deploy.database import databases_of, instance
 from trimaran.deploy.rundir import (
@@ -232,10 +233,16 @@ def count_users(run: RunDir, topology: Topology) -> dict[str, int | None]:
 @click.command()
 @dir_option
 @json_option
-def status(rundir: str | None, as_json: bool) -> None:
+@click.option("--web", is_flag=True,
+              help="print the URL of the live status web page (served by the witness, "
+                   "Front End and Director servers) instead")
+def status(rundir: str | None, as_json: bool, web: bool) -> None:
     """Health of every server of the deployment, and per-pool capacity (FE-6)."""
     run = open_rundir(rundir)
     state = run.load_state()
+    if web:
+        print_page_urls(state, as_json)
+        return
     topology = load_topology(run.topology)
     rows: list[dict[str, object]] = []
     for s in state.servers.values():

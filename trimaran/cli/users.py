@@ -11,17 +11,15 @@ from typing import TypeVar
 import click
 
 from trimaran.cli.common import dir_option, echo_json, fail, json_option, open_rundir
-from trimaran.deploy.database import pool_dsn
+from trimaran.deploy import database
 from trimaran.deploy.rundir import RunDir
 from trimaran.sip import digest
 from trimaran.sip.errors import SipParseError
 from trimaran.sip.uri import URI
 from trimaran.store.base import Conflict, NotFound, Store, StoreError
 from trimaran.store.model import Credentials, User
-from trimaran.store.postgres import PostgresStore
-from trimaran.store.sqlite import SqliteStore
 from trimaran.topology.loader import load_topology
-from trimaran.topology.model import Edition, PoolRole, Topology
+from trimaran.topology.model import PoolRole, Topology
 
 T = TypeVar("T")
 E164 = re.compile(r"\+[1-9][0-9]{6,14}\Z")
@@ -33,13 +31,11 @@ def frontend_pools(topology: Topology) -> list[str]:
 
 
 def pool_store(rundir: RunDir, topology: Topology, pool: str) -> Store:
-    """The store of a Front End pool."""
-    for candidate in topology.pools:
-        if candidate.name == pool and candidate.role is PoolRole.FRONTEND:
-            if candidate.edition is Edition.ENTERPRISE:
-                return PostgresStore(pool_dsn(topology, pool), pool=pool, retry_for=2.0)
-            return SqliteStore(rundir.store_path(pool), pool=pool)
-    fail(f"no Front End pool named {pool!r} (pools: {', '.join(frontend_pools(topology))})")
+    """The store of a Front End pool, or a refusal naming the pools there are."""
+    try:
+        return database.pool_store(rundir, topology, pool)
+    except LookupError as exc:
+        fail(str(exc))
 
 
 def with_store(store: Store, action: Callable[[Store], Awaitable[T]]) -> T:

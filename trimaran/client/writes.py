@@ -10,6 +10,11 @@ with a numbered note (PUBLISH over SIP). A write goes to the server that served 
 user last; when it refuses (409: the user is served by another pool; 503: read-only
 during a failover) or does not answer, the writer tries the next server of its list.
 `lost()` compares the acknowledged writes with what a server holds now.
+
+With `read_first`, a contact write first reads the list the server holds and PUTs that
+plus the new contact (a client that edits the server's copy): a contact the server has
+lost then stays lost instead of being re-sent by the next write, so a later check
+still sees the loss even when writing went on after the failure.
 """
 
 from __future__ import annotations
@@ -49,14 +54,28 @@ class WriterStats:
     acked: list[Ack] = field(default_factory=list)
     refused: int = 0
     unreachable: int = 0
+    #: every refused or unanswered attempt: (wall-clock time, "refused"|"unreachable")
+    failures: list[tuple[float, str]] = field(default_factory=list)
+
+    def refusal(self) -> None:
+        """Count an attempt a server refused."""
+        self.refused += 1
+        self.failures.append((time.time(), "refused"))
+
+    def no_answer(self) -> None:
+        """Count an attempt no server answered."""
+        self.unreachable += 1
+        self.failures.append((time.time(), "unreachable"))
 
 
 class UserWriter:
     """One user writing continuously against a list of HTTP base URLs."""
 
     def __init__(self, aor: str, username: str, password: str, bases: list[str],
-                 stats: WriterStats, domain: str, agent: UserAgent | None = None) -> None:
+                 stats: WriterStats, domain: str, agent: UserAgent | None = None, *,
+                 read_first: bool = False) -> None:
         self.aor = aor
+        self.read_first = read_first
         self.agent = agent
         self.bases = bases
         self.stats = stats
@@ -82,17 +101,20 @@ class UserWriter:
                 if kind == "meeting":
                     await self._client.put_meeting(value, subject=f"meeting {self._count}")
                 else:
-                    entries = tuple(ContactEntry(uri) for uri in [*self._contacts, value])
+                    known = self._contacts
+                    if self.read_first:
+                        known = [c.uri for c in (await self._client.get()).contacts]
+                    entries = tuple(ContactEntry(uri) for uri in [*known, value])
                     await self._client.put(ContactList(self.aor, (), entries))
-                    self._contacts.append(value)
+                    self._contacts = [*known, value]
             except XcapError as exc:
-                self.stats.refused += 1
+                self.stats.refusal()
                 if exc.status in (401, 403, 404, 400):
                     raise
                 self._index += 1
                 continue
             except (TimeoutError, aiohttp.ClientError, OSError):
-                self.stats.unreachable += 1
+                self.stats.no_answer()
                 self._index += 1
                 continue
             self.stats.acked.append(Ack(self.aor, kind, value, time.time()))
@@ -103,15 +125,15 @@ class UserWriter:
     async def _publish(self, note: str) -> bool:
         assert self.agent is not None
         if self.agent.registered_server is None:
-            self.stats.unreachable += 1
+            self.stats.no_answer()
             return False
         try:
             response = await self.agent.publish(basic_pidf(self.aor, "open", note))
         except (SipError, TransportError, OSError, TimeoutError):
-            self.stats.unreachable += 1
+            self.stats.no_answer()
             return False
         if not 200 <= response.status < 300:
-            self.stats.refused += 1
+            self.stats.refusal()
             return False
         self.stats.acked.append(Ack(self.aor, "presence", note, time.time()))
         return True
@@ -129,12 +151,15 @@ def note_number(note: str) -> int:
 class Writers:
     """Many users writing at a total rate until stopped."""
 
-    def __init__(self, users: list[tuple[str, str, str]], bases: list[str], *, domain: str,
-                 rate: float, agents: Mapping[str, UserAgent] | None = None) -> None:
+    def __init__(self, users: list[tuple[str, str, str]], bases: list[str] | None = None, *,
+                 domain: str, rate: float, agents: Mapping[str, UserAgent] | None = None,
+                 bases_of: Mapping[str, list[str]] | None = None,
+                 read_first: bool = False) -> None:
         self.stats = WriterStats()
         agents = agents or {}
-        self.writers = [UserWriter(aor, username, password, list(bases), self.stats, domain,
-                                   agents.get(aor))
+        bases_of = bases_of or {}
+        self.writers = [UserWriter(aor, username, password, list(bases_of.get(aor, bases or [])),
+                                   self.stats, domain, agents.get(aor), read_first=read_first)
                         for aor, username, password in users]
         self.rate = rate
         self._task: asyncio.Task[None] | None = None

@@ -10,6 +10,9 @@ from trimaran.backend.agent import AgentConfig
 from trimaran.backend.decide import Policy, Role
 from trimaran.backend.instance import PgInstance
 from trimaran.deploy.rundir import DatabaseState, RunDir
+from trimaran.store.base import Store
+from trimaran.store.postgres import PostgresStore
+from trimaran.store.sqlite import SqliteStore
 from trimaran.topology.model import Edition, Pool, PoolRole, Topology
 
 AGENT_PORT_OFFSET = 10_000
@@ -88,3 +91,14 @@ def pool_dsn(topology: Topology, pool_name: str) -> str:
         where = ",".join(f"{db.address}:{db.port}" for db in hosts)
         return f"postgresql://trimaran@{where}/trimaran?target_session_attrs=read-write"
     raise LookupError(f"pool {pool_name} has no back end")
+
+
+def pool_store(rundir: RunDir, topology: Topology, pool: str) -> Store:
+    """The store of a Front End pool (not opened); `LookupError` for an unknown pool."""
+    for candidate in topology.pools:
+        if candidate.name == pool and candidate.role is PoolRole.FRONTEND:
+            if candidate.edition is Edition.ENTERPRISE:
+                return PostgresStore(pool_dsn(topology, pool), pool=pool, retry_for=2.0)
+            return SqliteStore(rundir.store_path(pool), pool=pool)
+    names = [p.name for p in topology.pools if p.role is PoolRole.FRONTEND]
+    raise LookupError(f"no Front End pool named {pool!r} (pools: {', '.join(names)})")

@@ -9,14 +9,18 @@ import signal
 import sys
 import time
 
+from trimaran.admin.overview import Overview
+from trimaran.admin.overview_model import AgentEndpoint
+from trimaran.admin.statuspage import StatusPage
 from trimaran.backend.witness import run_witness
 from trimaran.backup.service import BackupService
 from trimaran.cms.autofailover import AutoFailover
 from trimaran.cms.follower import CmsFollower
 from trimaran.cms.liveness import PartnerWatch
 from trimaran.cms.service import CmsService
-from trimaran.deploy.database import pool_dsn
+from trimaran.deploy.database import agent_url, databases_of, pool_dsn
 from trimaran.deploy.rundir import RunDir
+from trimaran.deploy.sites import SiteError, load_failed
 from trimaran.roles.director.server import DirectorConfig, DirectorServer, Directory
 from trimaran.roles.dns.server import DnsConfig, run_dns
 from trimaran.roles.frontend.config import FrontEndConfig
@@ -151,14 +155,16 @@ async def serve_director(topology: Topology, rundir: RunDir, name: str, pool: Po
     config = DirectorConfig(server=name, host=spec.address, sip_port=spec.sip_port,
                             admin_port=spec.admin_port, domain=topology.sip_domain,
                             secret=rundir.secret(pool.name), cms_secret=rundir.cms_secret(),
-                            digest_algorithms=settings.digest_algorithms)
+                            pool=pool.name, digest_algorithms=settings.digest_algorithms)
     follower = CmsFollower(server=name, pool=pool.name, topology=topology,
                            replica_path=rundir.cms_replica(name), secret=rundir.cms_secret(),
                            local_host=spec.address)
     watches = {p.name: liveness_watch(topology, p, spec.address)
                for p in Resolver(topology).pools(PoolRole.FRONTEND)}
+    overview = status_overview(topology, rundir, name)
     director = DirectorServer(config, topology, follower, watches,
-                              Directory(topology, rundir.cms_secret(), local_host=spec.address))
+                              Directory(topology, rundir.cms_secret(), local_host=spec.address),
+                              routes=StatusPage(overview).routes())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -169,6 +175,7 @@ async def serve_director(topology: Topology, rundir: RunDir, name: str, pool: Po
         await stop.wait()
     finally:
         await director.stop()
+        await overview.close()
     return 0
 
 
@@ -181,6 +188,23 @@ async def serve_dns(topology: Topology, name: str, pool: Pool) -> int:
         loop.add_signal_handler(sig, stop.set)
     await run_dns(DnsConfig(topology, spec, pool.site_of(spec)), stop)
     return 0
+
+
+def status_overview(topology: Topology, rundir: RunDir, name: str) -> Overview:
+    """The deployment overview behind server `name`'s status page (OPS-3): every server
+    of the topology, the mirroring agents, the failed sites recorded in `rundir`."""
+    agents = [AgentEndpoint(d.name, d.pool, agent_url(d)) for d in databases_of(topology)
+              if d.agent_port is not None]
+
+    def failed_sites() -> dict[str, object]:
+        try:
+            return {site: record.to_json() for site, record in load_failed(rundir).items()}
+        except SiteError as exc:
+            log.debug("failed sites unknown: %s", exc)
+            return {}
+
+    return Overview(topology, server=name, agents=agents, failed_sites=failed_sites,
+                    local_host=Resolver(topology).server(name).address)
 
 
 def liveness_watch(topology: Topology, pool: Pool, local_host: str) -> PartnerWatch:
@@ -208,8 +232,14 @@ async def serve(rundir: RunDir, name: str) -> int:
     if pool.role is PoolRole.WITNESS:
         spec = Resolver(topology).server(name)
         log.info("witness %s serving on %s:%s", name, spec.address, spec.admin_port)
-        await run_witness(rundir.witness_dir(name), spec.address, spec.admin_port,
-                          pools=watched_pools(topology, spec.address))
+        overview = status_overview(topology, rundir, name)
+        try:
+            await run_witness(rundir.witness_dir(name), spec.address, spec.admin_port,
+                              pools=watched_pools(topology, spec.address),
+                              routes=StatusPage(overview).routes(), server=name,
+                              pool=pool.name)
+        finally:
+            await overview.close()
         return 0
     if pool.role is PoolRole.DNS:
         return await serve_dns(topology, name, pool)
@@ -220,8 +250,10 @@ async def serve(rundir: RunDir, name: str) -> int:
         return 1
     config = frontend_config(topology, rundir, name)
     store = await open_store(topology, rundir, pool)
+    overview = status_overview(topology, rundir, name)
     server = FrontEndServer(config, store, wall_clock=time.time,
-                            dr=disaster_recovery(topology, rundir, name, pool, store))
+                            dr=disaster_recovery(topology, rundir, name, pool, store),
+                            routes=StatusPage(overview).routes())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -233,5 +265,6 @@ async def serve(rundir: RunDir, name: str) -> int:
         log.info("server %s stopping", name)
     finally:
         await server.stop()
+        await overview.close()
         await store.close()
     return 0

@@ -16,6 +16,12 @@ from trimaran.sip.headers import CSeq, Headers, NameAddr, Via, split_list_value
 from trimaran.sip.uri import URI
 
 SIP_VERSION = "SIP/2.0"
+#: The methods of RFC 3261 and of the extensions Trimaran serves; counters give any
+#: other method one shared label so that a peer cannot grow them without bound.
+KNOWN_METHODS = frozenset({
+    "ACK", "BYE", "CANCEL", "INFO", "INVITE", "MESSAGE", "NOTIFY", "OPTIONS",
+    "PRACK", "PUBLISH", "REFER", "REGISTER", "SUBSCRIBE", "UPDATE",
+})
 _WHITESPACE = re.compile(r"\s")
 
 # §7.3.1: only headers whose grammar is a comma-separated list may appear more than once;

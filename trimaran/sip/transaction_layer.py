@@ -14,17 +14,24 @@ Requests that match nothing start a server transaction and are reported as
 is reported with no transaction. Responses that match nothing are reported as
 `StrayResponse` (a proxy forwards 2xx retransmissions statelessly, §16.7).
 Like the machines, this layer does no I/O and takes `now` on every call.
+
+Every transaction that ends is counted by side ("client", "server"), method (one
+of `KNOWN_METHODS`, else "other") and result: the class of its final response
+("2xx" …), "timeout" (Timer B, F or H), "transport_error", or "none" when it ended
+without a final response. `statistics()` returns the counts.
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 
 from trimaran.sip.errors import SipParseError
 from trimaran.sip.headers import BRANCH_MAGIC
-from trimaran.sip.message import Message, Request, Response
+from trimaran.sip.message import KNOWN_METHODS, Message, Request, Response
 from trimaran.sip.transaction import (
     Event,
     TimerConfig,
@@ -32,6 +39,7 @@ from trimaran.sip.transaction import (
     TransactionError,
     TransactionTerminated,
     TransactionTimedOut,
+    TransportFailed,
 )
 from trimaran.sip.transaction_client import (
     ClientTransaction,
@@ -64,6 +72,9 @@ class StrayResponse:
 
 LayerEvent = Event | RequestReceived | StrayResponse
 
+#: How a transaction ended: (side, method, result); see the module docstring.
+Outcome = tuple[str, str, str]
+
 
 @dataclass(frozen=True, slots=True)
 class TransactionStats:
@@ -73,6 +84,7 @@ class TransactionStats:
     server_transactions: int
     created: int
     timed_out: int
+    completed: Mapping[Outcome, int]     # transactions ended, by (side, method, result)
 
 
 def server_key(request: Request) -> str:
@@ -106,6 +118,7 @@ class TransactionLayer:
         self._seq = itertools.count()
         self._created = 0
         self._timed_out = 0
+        self._completed: dict[Outcome, int] = {}
 
     # -- client side --------------------------------------------------------
     def send_request(self, request: Request, *, reliable: bool, now: float,
@@ -207,18 +220,34 @@ class TransactionLayer:
     def statistics(self) -> TransactionStats:
         """Counters, as an immutable snapshot."""
         return TransactionStats(len(self._client), len(self._server), self._created,
-                                self._timed_out)
+                                self._timed_out, MappingProxyType(dict(self._completed)))
 
     def _after(self, txn: Transaction, events: list[Event]) -> list[LayerEvent]:
         deadline = txn.next_deadline()
         if deadline is not None and not txn.terminated:
             heapq.heappush(self._heap, (deadline, next(self._seq), txn))
+        failure: str | None = None
         for event in events:
             if isinstance(event, TransactionTerminated):
+                client = isinstance(txn, ClientTransaction)
                 table: dict[str, ClientTransaction] | dict[str, ServerTransaction]
-                table = self._client if isinstance(txn, ClientTransaction) else self._server
+                table = self._client if client else self._server
                 if table.get(txn.key) is txn:
                     del table[txn.key]
+                self._count(txn, "client" if client else "server", failure)
             elif isinstance(event, TransactionTimedOut):
                 self._timed_out += 1
+                failure = "timeout"
+            elif isinstance(event, TransportFailed):
+                failure = "transport_error"
         return list(events)
+
+    def _count(self, txn: Transaction, side: str, failure: str | None) -> None:
+        method = txn.request.method
+        if method not in KNOWN_METHODS:
+            method = "other"
+        response = txn.last_response
+        result = failure or (f"{response.status // 100}xx" if response is not None
+                             and response.status >= 200 else "none")
+        key = (side, method, result)
+        self._completed[key] = self._completed.get(key, 0) + 1

@@ -16,6 +16,11 @@ the user now:
 Requests other than REGISTER and OPTIONS get 403: a Director routes sign-ins, it does
 not relay traffic. Directors are independent of each other; a client lists several
 and moves to the next when one does not answer.
+
+Admin API: ``GET /health``, ``GET /status`` (CMS copy, pools as probed, sign-ins sent)
+and ``GET /metrics`` (Prometheus: REGISTER results, redirects by pool and route, the
+probed pools' liveness, the failover records, the CMS copy, SIP transactions); also the
+deployment's status page (`routes`, from `trimaran.admin.statuspage`).
 """
 
 from __future__ import annotations
@@ -30,9 +35,12 @@ from urllib.parse import quote
 
 from aiohttp import web
 
+from trimaran.admin.http import Route, add_routes
+from trimaran.admin.metrics import ServerMetrics, describe_transactions, register_result
 from trimaran.admin.peerclient import PeerClient
 from trimaran.cms.follower import CMS_KEY_ID, CmsFollower
 from trimaran.cms.liveness import DOWN, RECOVERING, PartnerWatch
+from trimaran.cms.metrics import describe_failover_records, describe_liveness, describe_replica
 from trimaran.net.endpoint import IncomingRequest, SipEndpoint
 from trimaran.roles.frontend.authn import RequestAuthenticator
 from trimaran.roles.frontend.homing import server_contacts
@@ -60,6 +68,7 @@ class DirectorConfig:
     domain: str
     secret: bytes                 # nonces
     cms_secret: bytes             # user homing and CMS calls
+    pool: str = ""                # the Director pool (for the metrics' identity)
     digest_algorithms: tuple[str, ...] = ("SHA-256", "MD5")
     nonce_ttl: float = 300.0
     timers: TimerConfig = field(default_factory=TimerConfig)
@@ -128,13 +137,15 @@ class DirectorServer:
     """One Director server: SIP (UDP and TCP) and a small admin API."""
 
     def __init__(self, config: DirectorConfig, topology: Topology, follower: CmsFollower,
-                 watches: dict[str, PartnerWatch], directory: Directory) -> None:
+                 watches: dict[str, PartnerWatch], directory: Directory,
+                 routes: tuple[Route, ...] = ()) -> None:
         self.config = config
         self.topology = topology
         self.resolver = Resolver(topology)
         self.follower = follower
         self.watches = watches
         self.directory = directory
+        self.routes = routes                         # more admin endpoints (status page)
         self.endpoint = SipEndpoint(on_request=self._on_request, timers=config.timers)
         self.auth = RequestAuthenticator(directory, config.domain, config.secret,
                                          config.nonce_ttl, config.digest_algorithms,
@@ -143,6 +154,13 @@ class DirectorServer:
         self._runner: web.AppRunner | None = None
         self.sent: dict[str, int] = {}               # pool -> sign-ins sent there
         self.started = False                         # SIP listening
+        self.metrics = ServerMetrics(server=config.server, role="director", pool=config.pool)
+        self._registers = self.metrics.counter(
+            "director_registers", "REGISTER requests answered, by result", ["result"])
+        self._redirects = self.metrics.counter(
+            "director_redirects", "Sign-ins redirected, by the pool sent to and the route "
+            "(home, backup: failed over, backup_registrar: home pool down)", ["pool", "route"])
+        self._describe_state()
 
     async def start(self) -> None:
         """Follow the CMS, probe the pools, listen."""
@@ -150,6 +168,8 @@ class DirectorServer:
         app = web.Application()
         app.router.add_get("/health", self._health)
         app.router.add_get("/status", self._status)
+        app.router.add_get("/metrics", self.metrics.handle)
+        add_routes(app, self.routes)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
         await self._runner.setup()
         await web.TCPSite(self._runner, cfg.host, cfg.admin_port).start()
@@ -173,17 +193,19 @@ class DirectorServer:
         if self._runner is not None:
             await self._runner.cleanup()
 
-    def serving_pool(self, home: str) -> tuple[str, str]:
-        """(the pool to send a user of `home` to, why)."""
+    def serving_pool(self, home: str) -> tuple[str, str, str]:
+        """(the pool to send a user of `home` to, the route: "home", "backup" or
+        "backup_registrar", why)."""
         record = self.follower.snapshot.failover_records().get(home)
         if record is not None and record.served_by_backup and record.backup:
-            return record.backup, f"{home} is {record.state} to {record.backup}"
+            return record.backup, "backup", f"{home} is {record.state} to {record.backup}"
         watch = self.watches.get(home)
         if watch is not None and watch.current.state in (DOWN, RECOVERING):
             registrar = self.resolver.backup_registrar(home)
             if registrar is not None:
-                return registrar.name, f"{home} unreachable: backup registrar"
-        return home, "home pool"
+                return registrar.name, "backup_registrar", \
+                    f"{home} unreachable: backup registrar"
+        return home, "home", "home pool"
 
     # -- SIP -----------------------------------------------------------------------
     def _on_request(self, incoming: IncomingRequest) -> None:
@@ -219,7 +241,7 @@ class DirectorServer:
         if home is None:
             self._reply(incoming, 404, "No home pool known for this user")
             return
-        pool, why = self.serving_pool(home)
+        pool, route, why = self.serving_pool(home)
         transport = "tcp" if incoming.flow.reliable else "udp"
         # The serving pool's servers first; when that is the home pool, its backup
         # registrar after them (lower q), so a client whose home pool has just died
@@ -230,6 +252,7 @@ class DirectorServer:
             targets += [s for s in registrar.servers if s not in targets]
         headers = server_contacts(targets, transport)
         self.sent[pool] = self.sent.get(pool, 0) + 1
+        self._redirects.labels(pool=pool, route=route).inc()
         self._reply(incoming, 302, f"Moved Temporarily ({why})"[:120], headers)
 
     def _reply(self, incoming: IncomingRequest, status: int, reason: str | None = None,
@@ -239,6 +262,21 @@ class DirectorServer:
         with contextlib.suppress(TransactionError):
             self.endpoint.reply(incoming, status, reason, headers=headers,
                                 to_tag=new_tag() if status >= 200 else None)
+            if incoming.request.method == "REGISTER":
+                self._registers.labels(result=register_result(status, None)).inc()
+
+    def _describe_state(self) -> None:
+        """On /metrics: the probed pools, the failover records, the CMS copy and the
+        SIP transactions, as they are at each scrape."""
+        metrics = self.metrics
+        pools = [p.name for p in self.resolver.pools(PoolRole.FRONTEND)]
+        metrics.add_source("pools", lambda families: describe_liveness(
+            families, self.watches.values()))
+        metrics.add_source("failover", lambda families: describe_failover_records(
+            families, self.follower.snapshot.failover_records(), pools))
+        metrics.add_source("cms", lambda families: describe_replica(families, self.follower))
+        metrics.add_source("sip", lambda families: describe_transactions(
+            families, self.endpoint.transactions.statistics()))
 
     # -- admin ---------------------------------------------------------------------
     async def _health(self, request: web.Request) -> web.Response:

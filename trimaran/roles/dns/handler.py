@@ -4,12 +4,14 @@ Authoritative only: names outside the domain are REFUSED (no recursion, never an
 resolver), unknown names in it get NXDOMAIN with the SOA, known names without the
 asked type get an empty answer with the SOA (NODATA). A message that does not parse is
 answered FORMERR when it has at least a header (its ID is kept), else dropped; a
-response (QR set) is dropped (no reflection loops). `answer` never raises.
+response (QR set) is dropped (no reflection loops). `answer` never raises; its `count`
+callback hears of every query as (type label, rcode label) for the metrics.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import dns.exception
 import dns.flags
@@ -29,6 +31,14 @@ UDP_PAYLOAD = 512
 MAX_UDP_PAYLOAD = 4096
 TCP_PAYLOAD = 65535
 _HEADER = 12
+#: Query types that get their own label value; others count as "other", a query
+#: whose question could not be read as "none".
+COUNTED_TYPES = frozenset({"A", "AAAA", "ANY", "CNAME", "MX", "NAPTR", "NS", "PTR", "SOA",
+                           "SRV", "TXT"})
+#: The rcode label of a query that got no answer (dropped).
+DROPPED = "dropped"
+
+QueryCounter = Callable[[str, str], None]
 
 
 def _formerr(wire: bytes) -> bytes | None:
@@ -40,20 +50,38 @@ def _formerr(wire: bytes) -> bytes | None:
     return reply.to_wire()
 
 
-def answer(zone: Zone, wire: bytes, tcp: bool = False) -> bytes | None:
+def answer(zone: Zone, wire: bytes, tcp: bool = False,
+           count: QueryCounter | None = None) -> bytes | None:
     """The response to the query `wire`, None when it is to be dropped."""
+    reply, qtype = _respond(zone, wire, tcp)
+    if count is not None:
+        count(qtype, dns.rcode.to_text(dns.rcode.Rcode.make(reply[3] & 0x0F))
+              if reply is not None else DROPPED)
+    return reply
+
+
+def _respond(zone: Zone, wire: bytes, tcp: bool) -> tuple[bytes | None, str]:
+    """(the response or None, the query type label)."""
     try:
         query = dns.message.from_wire(wire)
     except dns.exception.DNSException:
-        return _formerr(wire)
+        return _formerr(wire), "none"
     except Exception:  # dnspython raises a few non-DNSException errors on garbage
         log.debug("unparseable query", exc_info=True)
-        return _formerr(wire)
+        return _formerr(wire), "none"
+    qtype = _type_label(query)
     try:
-        return _answer(zone, query, tcp)
+        return _answer(zone, query, tcp), qtype
     except Exception:
         log.exception("failed to answer a query")
-        return _formerr(wire)
+        return _formerr(wire), qtype
+
+
+def _type_label(query: dns.message.Message) -> str:
+    if len(query.question) != 1:
+        return "none"
+    name = dns.rdatatype.to_text(query.question[0].rdtype)
+    return name if name in COUNTED_TYPES else "other"
 
 
 def _answer(zone: Zone, query: dns.message.Message, tcp: bool) -> bytes | None:

@@ -4,8 +4,9 @@ One process answers UDP and TCP DNS on its `dns_port` from a `Zone` built from t
 topology (see `trimaran.roles.dns.zone` for the records), polls the health of every
 SIP-serving server (`GET /health` on its admin API every `poll_interval`: 200 is
 healthy, anything else or no answer is not) and rebuilds the zone when the view
-changes. Its own admin HTTP API answers ``GET /health`` (for the supervisor) and
-``GET /status`` (the health view).
+changes. Its own admin HTTP API answers ``GET /health`` (for the supervisor),
+``GET /status`` (the health view) and ``GET /metrics`` (Prometheus: queries by type and
+rcode, the health view, polls).
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ from typing import cast
 import aiohttp
 from aiohttp import web
 
+from trimaran.admin.metrics import Families, ServerMetrics
 from trimaran.aio import cancel
 from trimaran.roles.dns.handler import answer
 from trimaran.roles.dns.zone import DEFAULT_TTL, Zone, build_zone, polled_servers
 from trimaran.topology.model import Server, Topology
+from trimaran.topology.resolver import Resolver
 
 log = logging.getLogger("trimaran.dns")
 
@@ -50,7 +53,7 @@ class _Udp(asyncio.DatagramProtocol):
         self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str | object, int]) -> None:
-        reply = answer(self.owner.zone, data)
+        reply = answer(self.owner.zone, data, count=self.owner.count_query)
         if reply is not None and self.transport is not None:
             self.transport.sendto(reply, addr)
 
@@ -68,6 +71,11 @@ class DnsServer:
         self._poller: asyncio.Task[None] | None = None
         self._tcp_clients: set[asyncio.Task[None]] = set()
         self.polls = 0
+        self.metrics = ServerMetrics(server=config.server.name, role="dns", pool=Resolver(
+            config.topology).pool_of(config.server.name).name)
+        self._queries = self.metrics.counter(
+            "dns_queries", "DNS queries answered (rcode) or dropped, by type", ["type", "rcode"])
+        self.metrics.add_source("health", self._describe_health)
 
     def _build(self) -> Zone:
         return build_zone(self.config.topology, self.config.site,
@@ -114,7 +122,7 @@ class DnsServer:
                 header = await asyncio.wait_for(reader.readexactly(2), TCP_IDLE_TIMEOUT)
                 size = int.from_bytes(header, "big")
                 wire = await asyncio.wait_for(reader.readexactly(size), TCP_IDLE_TIMEOUT)
-                reply = answer(self.zone, wire, tcp=True)
+                reply = answer(self.zone, wire, tcp=True, count=self.count_query)
                 if reply is None:
                     break
                 writer.write(len(reply).to_bytes(2, "big") + reply)
@@ -147,12 +155,24 @@ class DnsServer:
             log.info("health changed: %s", ", ".join(
                 f"{n} {'up' if view[n] else 'down'}" for n in changed))
 
-    # --- admin API --------------------------------------------------------------
+    # --- metrics and admin API ----------------------------------------------------
+
+    def count_query(self, qtype: str, rcode: str) -> None:
+        """Count a query of type `qtype` answered with `rcode` (or dropped)."""
+        self._queries.labels(type=qtype, rcode=rcode).inc()
+
+    def _describe_health(self, families: Families) -> None:
+        for name, healthy in sorted(self.health.items()):
+            families.flag("dns_server_healthy", "1 while a SIP server answers its health "
+                          "checks (and is in the zone)", healthy, server=name)
+        families.counter("dns_health_polls", "Rounds of health checks of the SIP servers",
+                         self.polls)
 
     async def _start_admin(self) -> web.AppRunner:
         app = web.Application()
         app.router.add_get("/health", self._health)
         app.router.add_get("/status", self._status)
+        app.router.add_get("/metrics", self.metrics.handle)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
         server = self.config.server

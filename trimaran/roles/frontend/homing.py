@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 
 RETRY_AFTER = "5"
 CACHE_LIMIT = 200_000
+#: Transitions of each failover record shown in /status (newest last).
+HISTORY_SHOWN = 5
 
 
 class Homing:
@@ -186,10 +188,14 @@ class DisasterRecovery:
             await self.cms.stop()
 
     def status(self) -> dict[str, object]:
-        """For /status: CMS copy, failover records, shipping state."""
+        """For /status: CMS copy, failover records (with their last transitions),
+        shipping state and the lag measured by the shipping server."""
         result: dict[str, object] = {
             "failover": {p: {"state": r.state, "term": r.term, "backup": r.backup,
-                             "since": r.since, "mode": r.mode}
+                             "since": r.since, "mode": r.mode,
+                             "history": [{"at": e.at, "action": e.action, "state": e.state,
+                                          "term": e.term, "reason": e.reason}
+                                         for e in r.history[-HISTORY_SHOWN:]]}
                          for p, r in sorted(self.homing.records.items())}}
         if self.cms is not None:
             result["cms"] = self.cms.status()
@@ -200,5 +206,6 @@ class DisasterRecovery:
         if self.backup is not None:
             st = self.backup.state
             result["backup"] = {"target": self.backup.partner, "applied_seq": st.acked_seq,
-                                "error": st.error, "shipper": self.backup.is_shipper()}
+                                "error": st.error, "shipper": self.backup.is_shipper(),
+                                "lag": self.backup.measured}
         return result

@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from trimaran import __version__
-from trimaran.admin.http import AdminContext, AdminServer
+from trimaran.admin.http import AdminContext, AdminServer, Route
 from trimaran.admin.metrics import Metrics
 from trimaran.client.ua import uri_address
 from trimaran.cms.failover import Standing
@@ -33,6 +33,7 @@ from trimaran.roles.frontend.authn import RequestAuthenticator
 from trimaran.roles.frontend.cache import BindingCache
 from trimaran.roles.frontend.config import FrontEndConfig
 from trimaran.roles.frontend.homing import DisasterRecovery
+from trimaran.roles.frontend.metrics import add_frontend_sources
 from trimaran.roles.frontend.peers import PEER_EVENT, PeerLink
 from trimaran.roles.frontend.pool import PoolMembership
 from trimaran.roles.frontend.presence import PresenceService
@@ -64,18 +65,19 @@ Handler = Callable[["FrontEndServer", IncomingRequest], Awaitable[None]]
 
 
 class FrontEndServer:
-    """One Front End server process's SIP and HTTP service."""
+    """One Front End server process's SIP and HTTP service; `routes` are more admin API
+    endpoints (the status page)."""
 
     def __init__(self, config: FrontEndConfig, store: Store, *,
                  wall_clock: Callable[[], float] = time.time,
                  monotonic: Callable[[], float] = time.monotonic,
-                 dr: DisasterRecovery | None = None) -> None:
+                 dr: DisasterRecovery | None = None, routes: tuple[Route, ...] = ()) -> None:
         self.config = config
         self.store = store
         self.dr = dr
         self.wall_clock = wall_clock
         self.monotonic = monotonic
-        self.metrics = Metrics()
+        self.metrics = Metrics(server=config.server, role="frontend", pool=config.pool)
         self.endpoint = SipEndpoint(
             on_request=self._on_request, timers=config.timers,
             transport_config=TransportConfig(limits=config.limits),
@@ -105,7 +107,7 @@ class FrontEndServer:
             store=store, status=self.status, health=self.health, metrics=self.metrics,
             wall_clock=wall_clock, on_contacts_changed=self._contacts_changed,
             admin_token=config.admin_token, on_drain=self.drain,
-            routes=dr.routes() if dr else (),
+            routes=(dr.routes() if dr else ()) + routes,
             write_check=dr.homing.check_write if dr else None))
         if dr is not None:
             dr.homing.on_records_changed = self._users_moved
@@ -113,6 +115,7 @@ class FrontEndServer:
                 dr.backup.is_shipper = self.is_shipper
             if dr.auto is not None:
                 dr.auto.is_leader = self.is_shipper
+        add_frontend_sources(self)
         self.contact_flows: dict[str, str] = {}                # contact URI -> local flow id
         self.outbound: dict[str, set[tuple[str, str]]] = {}   # flow id -> {(aor, key)}
         self.flow_modes: dict[str, str] = {}                  # flow id -> mode registered in
@@ -256,6 +259,8 @@ class FrontEndServer:
             self.endpoint.reply(incoming, status, reason, headers=headers, body=body,
                                 to_tag=to_tag or (new_tag() if status >= 200 else None))
             self.metrics.response(status)
+            if incoming.request.method == "REGISTER":
+                self.metrics.registration(status, headers.get(MODE_HEADER) if headers else None)
         except TransactionError:
             log.debug("%s already answered", incoming.request.method)
 
