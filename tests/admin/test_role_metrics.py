@@ -24,11 +24,12 @@ from trimaran.backend.decide import Role
 from trimaran.backend.instance import PgInstance
 from trimaran.backend.witness import Witness
 from trimaran.client.ua import UAConfig, UserAgent
+from trimaran.cms.directory import Directory
 from trimaran.cms.follower import CmsFollower
 from trimaran.cms.liveness import PartnerWatch
 from trimaran.cms.service import CmsService
 from trimaran.net.transport import Address
-from trimaran.roles.director.server import DirectorConfig, DirectorServer, Directory
+from trimaran.roles.director.server import DirectorConfig, DirectorServer
 from trimaran.roles.dns.handler import answer
 from trimaran.roles.dns.server import DnsConfig, DnsServer
 from trimaran.roles.dns.zone import build_zone

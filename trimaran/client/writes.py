@@ -11,6 +11,10 @@ user last; when it refuses (409: the user is served by another pool; 503: read-o
 during a failover) or does not answer, the writer tries the next server of its list.
 `lost()` compares the acknowledged writes with what a server holds now.
 
+A `tag` makes the values of one run of writers distinct from an earlier run's for
+the same users (a drill repeated on one deployment), so that an old run's contact,
+meeting or note can neither collide with nor stand in for a new one.
+
 With `read_first`, a contact write first reads the list the server holds and PUTs that
 plus the new contact (a client that edits the server's copy): a contact the server has
 lost then stays lost instead of being re-sent by the next write, so a later check
@@ -73,9 +77,10 @@ class UserWriter:
 
     def __init__(self, aor: str, username: str, password: str, bases: list[str],
                  stats: WriterStats, domain: str, agent: UserAgent | None = None, *,
-                 read_first: bool = False) -> None:
+                 read_first: bool = False, tag: str = "") -> None:
         self.aor = aor
         self.read_first = read_first
+        self.tag = tag
         self.agent = agent
         self.bases = bases
         self.stats = stats
@@ -89,7 +94,7 @@ class UserWriter:
         """Write the next change once it is acknowledged by some server (tries each
         server once); False when none acknowledged it."""
         self._count += 1
-        name = self.aor.split(":", 1)[1].split("@", 1)[0]
+        name = self.aor.split(":", 1)[1].split("@", 1)[0] + self.tag
         if self._count % 4 == 2 and self.agent is not None:
             return await self._publish(f"{name}-p{self._count}")
         kind = "meeting" if self._count % 4 == 0 else "contact"
@@ -104,9 +109,11 @@ class UserWriter:
                     known = self._contacts
                     if self.read_first:
                         known = [c.uri for c in (await self._client.get()).contacts]
-                    entries = tuple(ContactEntry(uri) for uri in [*known, value])
+                    # a retry of a write that took effect unanswered finds it there
+                    added = [] if value in known else [value]
+                    entries = tuple(ContactEntry(uri) for uri in [*known, *added])
                     await self._client.put(ContactList(self.aor, (), entries))
-                    self._contacts = [*known, value]
+                    self._contacts = [*known, *added]
             except XcapError as exc:
                 self.stats.refusal()
                 if exc.status in (401, 403, 404, 400):
@@ -154,12 +161,13 @@ class Writers:
     def __init__(self, users: list[tuple[str, str, str]], bases: list[str] | None = None, *,
                  domain: str, rate: float, agents: Mapping[str, UserAgent] | None = None,
                  bases_of: Mapping[str, list[str]] | None = None,
-                 read_first: bool = False) -> None:
+                 read_first: bool = False, tag: str = "") -> None:
         self.stats = WriterStats()
         agents = agents or {}
         bases_of = bases_of or {}
         self.writers = [UserWriter(aor, username, password, list(bases_of.get(aor, bases or [])),
-                                   self.stats, domain, agents.get(aor), read_first=read_first)
+                                   self.stats, domain, agents.get(aor), read_first=read_first,
+                                   tag=tag)
                         for aor, username, password in users]
         self.rate = rate
         self._task: asyncio.Task[None] | None = None
@@ -207,17 +215,19 @@ class Writers:
         that write or a later one is)."""
         missing = []
         latest: dict[str, set[str]] = {}
-        notes: dict[str, int] = {}
+        notes: dict[tuple[str, str], int] = {}
         for ack in self.stats.acked:
             if before is not None and ack.at >= before:
                 continue
             if ack.kind == "presence":
                 if presence_of is None:
                     continue
-                if ack.aor not in notes:
-                    found = re.findall(r"<note>[^<]*-p(\d+)</note>", await presence_of(ack.aor))
-                    notes[ack.aor] = max((int(n) for n in found), default=-1)
-                if notes[ack.aor] < note_number(ack.value):
+                series = ack.value.rsplit("-p", 1)[0]      # this writer's notes only
+                if (ack.aor, series) not in notes:
+                    found = re.findall(rf"<note>{re.escape(series)}-p(\d+)</note>",
+                                       await presence_of(ack.aor))
+                    notes[ack.aor, series] = max((int(n) for n in found), default=-1)
+                if notes[ack.aor, series] < note_number(ack.value):
                     missing.append(ack)
             elif ack.kind == "contact":
                 if ack.aor not in latest:

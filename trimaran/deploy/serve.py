@@ -15,16 +15,18 @@ from trimaran.admin.statuspage import StatusPage
 from trimaran.backend.witness import run_witness
 from trimaran.backup.service import BackupService
 from trimaran.cms.autofailover import AutoFailover
+from trimaran.cms.directory import Directory
 from trimaran.cms.follower import CmsFollower
 from trimaran.cms.liveness import PartnerWatch
 from trimaran.cms.service import CmsService
 from trimaran.deploy.database import agent_url, databases_of, pool_dsn
 from trimaran.deploy.rundir import RunDir
 from trimaran.deploy.sites import SiteError, load_failed
-from trimaran.roles.director.server import DirectorConfig, DirectorServer, Directory
+from trimaran.roles.director.server import DirectorConfig, DirectorServer
 from trimaran.roles.dns.server import DnsConfig, run_dns
 from trimaran.roles.frontend.config import FrontEndConfig
 from trimaran.roles.frontend.homing import DisasterRecovery, Homing
+from trimaran.roles.frontend.interpool import InterPool
 from trimaran.roles.frontend.pool import Peer
 from trimaran.roles.frontend.server import FrontEndServer
 from trimaran.store.base import Store, StoreUnavailable
@@ -251,9 +253,13 @@ async def serve(rundir: RunDir, name: str) -> int:
     config = frontend_config(topology, rundir, name)
     store = await open_store(topology, rundir, pool)
     overview = status_overview(topology, rundir, name)
-    server = FrontEndServer(config, store, wall_clock=time.time,
-                            dr=disaster_recovery(topology, rundir, name, pool, store),
-                            routes=StatusPage(overview).routes())
+    dr = disaster_recovery(topology, rundir, name, pool, store)
+    local = Resolver(topology).server(name).address
+    directory = Directory(topology, rundir.cms_secret(), local_host=local)
+    server = FrontEndServer(config, store, wall_clock=time.time, dr=dr,
+                            routes=StatusPage(overview).routes(),
+                            interpool=InterPool(pool.name, rundir.cms_secret(), topology,
+                                                dr.homing, directory))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -265,6 +271,7 @@ async def serve(rundir: RunDir, name: str) -> int:
         log.info("server %s stopping", name)
     finally:
         await server.stop()
+        await directory.close()
         await overview.close()
         await store.close()
     return 0

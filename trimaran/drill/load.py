@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import secrets
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
@@ -102,7 +103,8 @@ class Load:
         self.writers = Writers(
             [(u.aor(domain), u.name, u.password) for u in users], domain=domain,
             rate=rates.writes, bases_of={u.aor(domain): clients.http[u.pool] for u in users},
-            agents={u.aor(domain): self.agents[u.name] for u in users}, read_first=True)
+            agents={u.aor(domain): self.agents[u.name] for u in users}, read_first=True,
+            tag=f".{secrets.token_hex(3)}")
         self._acks_seen = self._failures_seen = 0
 
     # -- life cycle -------------------------------------------------------------------

@@ -224,8 +224,11 @@ class Drill:
                           and record.backup else pool)
                    for pool, (record, _) in records.items()}
         acked = self.load.writers.stats.acked
-        wall_before = None if before is None else time.time() - (time.monotonic() - before)
-        step.acked_checked = sum(1 for a in acked if wall_before is None or a.at < wall_before)
+        # Writes go on during the check: only those acknowledged before it began are
+        # judged (a later one may not be in what the check already read).
+        moment = time.monotonic() if before is None else min(before, time.monotonic())
+        wall_before = time.time() - (time.monotonic() - moment)
+        step.acked_checked = sum(1 for a in acked if a.at < wall_before)
         self._answering = {pool: await self._answering_first(pool)
                            for pool in set(serving.values())}
         timeout = aiohttp.ClientTimeout(total=HTTP_TIMEOUT)

@@ -29,16 +29,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from urllib.parse import quote
 
 from aiohttp import web
 
 from trimaran.admin.http import Route, add_routes
 from trimaran.admin.metrics import ServerMetrics, describe_transactions, register_result
-from trimaran.admin.peerclient import PeerClient
-from trimaran.cms.follower import CMS_KEY_ID, CmsFollower
+from trimaran.cms.directory import Directory
+from trimaran.cms.follower import CmsFollower
 from trimaran.cms.liveness import DOWN, RECOVERING, PartnerWatch
 from trimaran.cms.metrics import describe_failover_records, describe_liveness, describe_replica
 from trimaran.net.endpoint import IncomingRequest, SipEndpoint
@@ -47,15 +45,10 @@ from trimaran.roles.frontend.homing import server_contacts
 from trimaran.sip.headers import Headers
 from trimaran.sip.ids import new_tag
 from trimaran.sip.transaction import TimerConfig, TransactionError
-from trimaran.store.model import Credentials
-from trimaran.topology.model import PoolRole, Server, Topology
+from trimaran.topology.model import PoolRole, Topology
 from trimaran.topology.resolver import Resolver
 
 log = logging.getLogger(__name__)
-
-HOMING_TTL = 30.0
-HOMING_LIMIT = 100_000
-
 
 @dataclass(frozen=True)
 class DirectorConfig:
@@ -72,65 +65,6 @@ class DirectorConfig:
     digest_algorithms: tuple[str, ...] = ("SHA-256", "MD5")
     nonce_ttl: float = 300.0
     timers: TimerConfig = field(default_factory=TimerConfig)
-
-
-class Directory:
-    """User homing looked up in the Front End pools (no user state kept beyond a short
-    cache): the `users` of a `RequestAuthenticator`."""
-
-    def __init__(self, topology: Topology, secret: bytes, *, local_host: str | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self._pools = Resolver(topology).pools(PoolRole.FRONTEND)
-        self._client = PeerClient(CMS_KEY_ID, secret, timeout=1.5, local_host=local_host)
-        self._clock = clock
-        self._cache: dict[tuple[str, str], tuple[float, Credentials, str]] = {}
-        self.homes: dict[str, str] = {}            # AOR -> home pool (last looked up)
-
-    @property
-    def users(self) -> Directory:
-        """The credential lookup (this object)."""
-        return self
-
-    async def close(self) -> None:
-        """Release connections."""
-        await self._client.close()
-
-    async def credentials(self, username: str, realm: str) -> Credentials | None:
-        """The user's credentials from whichever pool answers first (None: unknown)."""
-        key = (username, realm)
-        cached = self._cache.get(key)
-        if cached is not None and self._clock() - cached[0] < HOMING_TTL:
-            return cached[1]
-        answers = await asyncio.gather(*(self._ask(p.servers, username, realm)
-                                         for p in self._pools))
-        for answer in answers:
-            if answer is not None:
-                creds, pool = answer
-                if len(self._cache) >= HOMING_LIMIT:
-                    self._cache.clear()
-                self._cache[key] = (self._clock(), creds, pool)
-                self.homes[creds.aor] = pool
-                return creds
-        return None
-
-    async def _ask(self, servers: tuple[Server, ...], username: str,
-                   realm: str) -> tuple[Credentials, str] | None:
-        for spec in servers:
-            status, body = await self._client.call(
-                "GET", f"http://{spec.address}:{spec.admin_port}/cms/homing/"
-                       f"{quote(username, safe='')}?realm={quote(realm, safe='')}")
-            if status == 404:
-                return None
-            if status != 200:
-                continue
-            try:
-                creds = Credentials(str(body["aor"]), str(body["username"]),
-                                    str(body["realm"]), str(body["ha1_md5"]),
-                                    str(body["ha1_sha256"]))
-                return creds, str(body["pool"])
-            except KeyError:
-                return None
-        return None
 
 
 class DirectorServer:

@@ -31,6 +31,8 @@ from trimaran.sip.uri import URI
 log = logging.getLogger(__name__)
 
 DIALOG_METHODS = frozenset({"INVITE", "SUBSCRIBE", "REFER"})
+#: The sender's identity asserted between the pools of a deployment (`interpool`).
+ASSERTED = "X-Trimaran-Asserted"
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +44,7 @@ class Target:
     via: Address | Flow
     route: str | None = None
     key: str = ""                 # identifies the binding behind the target
+    headers: tuple[tuple[str, str], ...] = ()   # added for this target only
 
 
 @dataclass(eq=False)
@@ -132,6 +135,9 @@ class Proxy:
         mf = request.max_forwards
         out.headers.set("Max-Forwards", str((70 if mf is None else mf) - 1))
         out.headers.remove("Proxy-Authorization")  # §22.3: credentials are for us
+        out.headers.remove(ASSERTED)               # only a target of another pool gets one
+        for name, value in target.headers:
+            out.headers.add(name, value)
         if target.route is not None:
             out.headers.add("Route", target.route, first=True)
         if record_route:

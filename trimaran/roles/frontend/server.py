@@ -33,6 +33,7 @@ from trimaran.roles.frontend.authn import RequestAuthenticator
 from trimaran.roles.frontend.cache import BindingCache
 from trimaran.roles.frontend.config import FrontEndConfig
 from trimaran.roles.frontend.homing import DisasterRecovery
+from trimaran.roles.frontend.interpool import InterPool
 from trimaran.roles.frontend.metrics import add_frontend_sources
 from trimaran.roles.frontend.peers import PEER_EVENT, PeerLink
 from trimaran.roles.frontend.pool import PoolMembership
@@ -71,7 +72,8 @@ class FrontEndServer:
     def __init__(self, config: FrontEndConfig, store: Store, *,
                  wall_clock: Callable[[], float] = time.time,
                  monotonic: Callable[[], float] = time.monotonic,
-                 dr: DisasterRecovery | None = None, routes: tuple[Route, ...] = ()) -> None:
+                 dr: DisasterRecovery | None = None, routes: tuple[Route, ...] = (),
+                 interpool: InterPool | None = None) -> None:
         self.config = config
         self.store = store
         self.dr = dr
@@ -88,6 +90,7 @@ class FrontEndServer:
                                          store_ok=lambda: self.mode == "full")
         self.proxy = Proxy(self.endpoint, config.secret)
         self.router = Router(self, config.secret)
+        self.interpool = interpool
         self.cache = BindingCache()
         self.presence = PresenceService(
             self.endpoint, store, server=config.server, wall_clock=wall_clock,
@@ -411,10 +414,18 @@ class FrontEndServer:
         if not self._is_local(request.uri):
             self.reply(incoming, 403, "Relaying denied")
             return
-        sender = await self._authenticate(incoming)
+        asserted = self.interpool.asserted(request) if self.interpool else None
+        sender = asserted or await self._authenticate(incoming)
         if sender is None:
             return
         target = await self._resolve_user(request.uri)
+        if self.interpool is not None and asserted is None:
+            elsewhere = await self.interpool.serving_pool(target, request.uri)
+            if elsewhere is not None:   # another pool serves the user: send it there
+                targets = self.interpool.targets(elsewhere, request.uri, sender, request)
+                await self.router.forward(incoming, targets[:1],
+                                          _others(targets[1:]) if targets[1:] else None)
+                return
         targets = await self._targets(target) if target is not None else []
         if not targets and self.mode != "full" and self.membership is not None:
             # Resiliency mode and this server never saw the user: ask the peers, each of
@@ -646,3 +657,13 @@ _HANDLERS: dict[str, Handler] = {
     name[len("_handle_"):].upper(): getattr(FrontEndServer, name)
     for name in dir(FrontEndServer) if name.startswith("_handle_")
 }
+
+
+def _others(rest: list[Target]) -> Callable[[], Awaitable[list[Target]]]:
+    """The refresh of a forward to another pool: its next server each time one fails
+    (one at a time: two servers of a pool would both deliver to the user)."""
+    left = list(rest)
+
+    async def refresh() -> list[Target]:
+        return [left.pop(0)] if left else []
+    return refresh
