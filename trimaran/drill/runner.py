@@ -125,10 +125,10 @@ class Drill:
 
     async def fault(self, text: str, action: Callable[[], T]) -> T:
         """Inject the step's fault (a blocking call, run in a thread); the step's times
-        are measured from the moment it is done."""
-        result = await self.act(text, action, kind="fault")
+        are measured from the moment the injection begins (a client may already react
+        while the call is still waiting for the process to be gone)."""
         self._fault_at = time.monotonic()
-        return result
+        return await self.act(text, action, kind="fault")
 
     def mark_fault(self) -> None:
         """Measure the step's times from now (a step without an injected fault)."""
@@ -168,7 +168,9 @@ class Drill:
                 with contextlib.suppress(OSError, aiohttp.ClientError, TimeoutError):
                     if await predicate():
                         seconds = self.since_fault()
-                        self.event("reached", f"{what} ({seconds:.2f} s after the fault)")
+                        self.event("reached", f"{what} ({seconds:.2f} s after the fault)"
+                                   if self._fault_at is not None else
+                                   f"{what} (after {time.monotonic() - started:.2f} s)")
                         return seconds
                 if time.monotonic() >= deadline:
                     self.event("timeout", f"{what}: not within {timeout:.0f} s")
@@ -219,10 +221,7 @@ class Drill:
     async def check_writes(self, step: Step, before: float | None = None) -> list[Ack]:
         """Every acknowledged change (before `before`) checked where its user is served;
         the lost ones are recorded in the step."""
-        _, records = await asyncio.to_thread(self.ops.records)
-        serving = {pool: (record.backup if record.state in (FAILED_OVER, FAILING_BACK)
-                          and record.backup else pool)
-                   for pool, (record, _) in records.items()}
+        serving = await self.serving_pools()
         acked = self.load.writers.stats.acked
         # Writes go on during the check: only those acknowledged before it began are
         # judged (a later one may not be in what the check already read).
@@ -252,6 +251,20 @@ class Drill:
             f"http://{s.address}:{s.admin_port}/health") for s in servers))
         return [s for s, a in zip(servers, answers, strict=True) if a is not None] + \
             [s for s, a in zip(servers, answers, strict=True) if a is None]
+
+    async def serving_pools(self) -> dict[str, str]:
+        """For each Front End pool, the pool serving its users now, as the servers see
+        the failover records (the first server that answers; each pool itself when
+        none does)."""
+        for pool in self.ops.frontend_pools():
+            for server in self.servers_of(pool):
+                status = await self.status(server)
+                records = (status or {}).get("failover")
+                if isinstance(records, dict):
+                    return {p: (str(r.get("backup")) if r.get("state") in (
+                        FAILED_OVER, FAILING_BACK) and r.get("backup") else p)
+                        for p, r in records.items() if isinstance(r, dict)}
+        return {}
 
     def _pool_of(self, aor: str, serving: dict[str, str]) -> str:
         name = aor.split(":", 1)[1].split("@", 1)[0]

@@ -33,6 +33,7 @@ from trimaran.sip.errors import SipParseError
 from trimaran.sip.headers import NameAddr
 from trimaran.sip.message import Request
 from trimaran.sip.uri import URI
+from trimaran.store.base import StoreUnavailable
 from trimaran.topology.model import Topology
 from trimaran.topology.resolver import Resolver
 
@@ -72,7 +73,9 @@ class InterPool:
             return None
         aor = named.uri.aor
         given = named.param(TOKEN) or ""
-        if not hmac.compare_digest(given, self._mac(aor, request)):
+        # As bytes: compare_digest refuses a str with non-ASCII characters (TypeError),
+        # and a quoted token may carry any UTF-8 a client puts there.
+        if not hmac.compare_digest(given.encode(), self._mac(aor, request).encode()):
             log.warning("%s %s: assertion for %s does not verify; ignored", request.method,
                         request.call_id, aor)
             return None
@@ -95,7 +98,12 @@ class InterPool:
             record = self._homing.records.get(home)
             serving = record.serving_pool() if record is not None else home
             return None if serving == self.pool else serving
-        standing = await self._homing.standing(aor)
+        try:
+            standing = await self._homing.standing(aor)
+        except StoreUnavailable:
+            # FE-7: our Back End is away and the user's home pool is not cached: route
+            # here, as before other pools were asked (the binding cache has the user).
+            return None
         if standing.serve:
             return None
         if standing.redirect_to is not None:

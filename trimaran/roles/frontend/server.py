@@ -407,6 +407,12 @@ class FrontEndServer:
         if request.to.tag:
             await self._in_dialog(incoming)
             return
+        if routes and self.proxy.is_our_route(routes[0]):
+            # RFC 3261 §16.4: a Route naming us (a Front End of another pool pushes one,
+            # `interpool`) is ours to remove, not the user's to see.
+            request = request.copy()
+            request.headers.pop_first("Route")
+            incoming = IncomingRequest(request, incoming.transaction, incoming.flow)
         mf = request.max_forwards
         if mf is not None and mf <= 0:
             self.reply(incoming, 483)
