@@ -90,6 +90,9 @@ The deployment keeps running. Point a SIP client (e.g. baresip, linphone) at it:
   domain / digest realm      : {DOMAIN}
   user                       : alice@{DOMAIN}   password {alice[1]}
 Status:  {command} status --dir {run.path}
+         live page: http://{first.address}:{first.admin_port}/status/page  (any browser)
+Drills:  {command} drill pool-loss --dir {run.path}       (lose se1, fail over, fail back;
+         also server-kill, site-loss, wan-cut, ...: {command} drill --help)
 DR:      {command} backup status se1 --dir {run.path}     (se1 is copied to se2 as you go)
          {command} site fail dc1 --dir {run.path}         (lose data center 1)
          {command} cms failover --disaster --dir {run.path}
