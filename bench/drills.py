@@ -128,11 +128,11 @@ def drill(deployment: Deployment, scenario: str, users: int, rate: float,
         done = trimaran(*args, timeout=DRILL_TIMEOUT)
     except subprocess.TimeoutExpired as exc:
         wall = time.monotonic() - started
-        _save_log(logs, scenario, _text(exc.stderr))
+        _save_log(logs, scenario, _text(exc.stderr), _text(exc.stdout))
         return Outcome(scenario, "ABORTED", wall=wall,
                        problem=f"no result within {DRILL_TIMEOUT:.0f} s (killed)")
     wall = time.monotonic() - started
-    _save_log(logs, scenario, done.stderr)
+    _save_log(logs, scenario, done.stderr, done.stdout)
     try:
         report = json.loads(done.stdout)
     except ValueError:
@@ -155,9 +155,11 @@ def _text(raw: str | bytes | None) -> str:
     return raw.decode(errors="replace") if isinstance(raw, bytes) else raw
 
 
-def _save_log(logs: Path, scenario: str, text: str) -> None:
+def _save_log(logs: Path, scenario: str, stderr: str, stdout: str) -> None:
+    """Keep what the drill printed: its progress (stderr) and its JSON report."""
     logs.mkdir(parents=True, exist_ok=True)
-    (logs / f"{scenario}.log").write_text(text)
+    (logs / f"{scenario}.log").write_text(stderr)
+    (logs / f"{scenario}.json").write_text(stdout)
 
 
 def run_all(deployment: Deployment, scenarios: list[str], args: argparse.Namespace,

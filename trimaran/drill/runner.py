@@ -212,6 +212,7 @@ class Drill:
                                            "", rpo))
             if judge is not None:
                 step.targets += judge(lost)
+        step.not_recovered = [self.describe_user(n) for n in step.not_recovered]
         step.ended = self.now()
         verdict = "passed" if step.passed else "FAILED: " + "; ".join(
             t.what for t in step.targets if not t.ok)
@@ -320,6 +321,19 @@ class Drill:
                 return True
             raise DrillError(f"cannot check meeting {meeting_id} of {aor}: {problem}")
         return exists
+
+    def describe_user(self, name: str) -> str:
+        """A user and where their client stands now (for the not-recovered list)."""
+        ua = self.load.agents.get(name)
+        if ua is None or ua.registered_server is None:
+            last = self.load.registrations.get(name, [])
+            seen = ""
+            if last:
+                at = self.now() - (time.monotonic() - last[-1][0])
+                seen = f", last registered on {last[-1][1]} at {at:.1f} s"
+            return f"{name} (home {self.users[name].pool}): not registered{seen}"
+        return (f"{name} (home {self.users[name].pool}): on {ua.registered_server.host} in "
+                f"{ua.mode or 'unknown'} mode")
 
     async def get_json(self, url: str) -> dict[str, Any] | None:
         """GET a JSON object (1.5 s bound); None when there is no 200 answer."""

@@ -50,6 +50,9 @@ class Homing:
         self.partner: PartnerWatch | None = None
         self._home: dict[str, str] = {}
         self.on_records_changed: Callable[[set[str]], None] | None = None
+        #: Counts the changes of who this pool serves (records, liveness): a request
+        #: handled across one can tell that its view may be stale.
+        self.generation = 0
 
     def update(self, snapshot: Snapshot) -> None:
         """New CMS copy: remember the records; tell who lost or gained users."""
@@ -61,6 +64,7 @@ class Homing:
                  (records.get(pool) or PoolFailover(pool)).backup == self.pool}
         self.records = records
         if moved:
+            self.generation += 1
             log.warning("failover records changed for %s: %s", sorted(moved),
                         {p: f"{records[p].state}/term {records[p].term}"
                          for p in moved if p in records})
@@ -77,8 +81,10 @@ class Homing:
             before = self.liveness.get(partner.pool)
             self.liveness[partner.pool] = state.state
             served = {s in PARTNER_DOWN for s in (before, state.state)}
-            if len(served) > 1 and self.on_records_changed is not None:
-                self.on_records_changed({partner.pool})
+            if len(served) > 1:
+                self.generation += 1
+                if self.on_records_changed is not None:
+                    self.on_records_changed({partner.pool})
         partner.on_change = changed
 
     def retry_after(self) -> str:

@@ -328,6 +328,7 @@ class FrontEndServer:
         if incoming.flow.reliable and not self.endpoint.transport.is_open(incoming.flow):
             return  # the client left (or gave up on us) before we got to it
         served_as = "full"
+        generation = self.dr.homing.generation if self.dr is not None else 0
         if self.dr is not None:
             st = await self._served_here(incoming, user)
             if st is None:
@@ -355,6 +356,10 @@ class FrontEndServer:
         # Resiliency when our Back End is away (FE-7) or the user's home pool is (DR-8).
         headers.add(MODE_HEADER, self.mode if self.mode != "full" else served_as)
         self.reply(incoming, 200, headers=headers)
+        if self.dr is not None and self.dr.homing.generation != generation:
+            # Who we serve changed while this REGISTER was handled: the sweep of moved
+            # users may have run before its flow was tracked. Sweep again.
+            self.spawn(self.upkeep.close_moved_flows())
         if not plan.fetch_only and bool(existing) != bool(bindings):
             self.presence.schedule_notify(user)
 
