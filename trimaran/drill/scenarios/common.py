@@ -4,6 +4,7 @@ a scenario, and the small actions and checks scenarios are made of."""
 from __future__ import annotations
 
 import signal
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -88,6 +89,27 @@ async def peers_see(d: Drill, pool: str, server: str, *, dead: bool) -> bool:
         if server not in listed:
             return False
     return answered > 0
+
+
+async def declared_dead_at(d: Drill, pool: str, server: str) -> float | None:
+    """Seconds from the step's fault to the last peer's own "declare-dead" decision on
+    `server` (the decision's time as the peer logged it, not when we polled it); None
+    when a peer has no such decision."""
+    fault_wall = time.time() - (time.monotonic() - d.fault_time)
+    latest: float | None = None
+    for peer in d.servers_of(pool):
+        if peer.name == server:
+            continue
+        status = await d.status(peer)
+        if status is None:
+            continue
+        times = [float(x["at"]) for x in status.get("decisions") or []
+                 if x.get("action") == "declare-dead" and x.get("server") == server
+                 and float(x.get("at", 0)) >= fault_wall]
+        if not times:
+            return None
+        latest = max(latest or 0.0, min(times))
+    return None if latest is None else round(latest - fault_wall, 3)
 
 
 def signal_server_action(d: Drill, name: str, sig: signal.Signals) -> Callable[[], None]:

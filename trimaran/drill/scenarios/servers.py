@@ -24,6 +24,7 @@ from trimaran.drill.scenarios.common import (
     Options,
     Plan,
     busiest,
+    declared_dead_at,
     peers_see,
     pick_pool,
     signal_server_action,
@@ -70,6 +71,8 @@ def server_failure(freeze: bool) -> Callable[[Drill, Plan, Options], Awaitable[N
                        FE2_USERS_BACK + SLACK + detection),
                 d.wait(f"pool {pool} declares {victim} dead",
                        lambda: peers_see(d, pool, victim, dead=True), detection + SLACK))
+            if step.detect is not None:   # the peers' own decision time, when they log it
+                step.detect = await declared_dead_at(d, pool, victim) or step.detect
             users_back_targets(d, step, affected, others, FE2_USERS_BACK, "FE-2")
             # the bound: the last heartbeat up to one interval before the failure, the
             # detection time, and the decision at the next tick, up to one interval later
