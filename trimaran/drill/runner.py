@@ -231,12 +231,29 @@ class Drill:
         step.acked_checked = sum(1 for a in acked if a.at < wall_before)
         self._answering = {pool: await self._answering_first(pool)
                            for pool in set(serving.values())}
+        judged = [a for a in acked if a.at < wall_before]
         timeout = aiohttp.ClientTimeout(total=HTTP_TIMEOUT)
         async with aiohttp.ClientSession(timeout=timeout) as session:
-            lost = await self.load.writers.lost(
-                self._reader(session, serving, "contacts"),
-                self._meeting_reader(serving), before=wall_before,
-                presence_of=self._reader(session, serving, "presence"))
+            # Read what the pools hold first, many reads at a time; then judge.
+            held = await _fetch_all(
+                [("contacts", a.aor, "") for a in judged if a.kind == "contact"] +
+                [("presence", a.aor, "") for a in judged if a.kind == "presence"] +
+                [("meeting", a.aor, a.value) for a in judged if a.kind == "meeting"],
+                lambda kind, aor, value: self._read(session, serving, kind, aor, value))
+
+            async def contacts(aor: str) -> set[str]:
+                found = held["contacts", aor, ""]
+                assert isinstance(found, set)
+                return found
+
+            async def presence(aor: str) -> str:
+                return str(held["presence", aor, ""])
+
+            async def meeting(aor: str, meeting_id: str) -> bool:
+                return bool(held["meeting", aor, meeting_id])
+
+            lost = await self.load.writers.lost(contacts, meeting, before=wall_before,
+                                                presence_of=presence)
         step.lost = len(lost)
         step.lost_examples = [f"{a.kind} {a.value}" for a in lost[:LOST_EXAMPLES]]
         if lost:
@@ -272,15 +289,17 @@ class Drill:
         home = self.users[name].pool
         return serving.get(home, home)
 
-    def _reader(self, session: aiohttp.ClientSession, serving: dict[str, str],
-                what: str) -> Callable[[str], Awaitable[Any]]:
-        async def read(aor: str) -> Any:
-            body = await self._admin_get(session, self._pool_of(aor, serving),
-                                         f"/admin/{what}/{quote(aor, safe='')}")
-            if what == "contacts":
-                return {c["uri"] for c in body.get("contacts", [])}
-            return "".join(p["body"] for p in body.get("publications", []))
-        return read
+    async def _read(self, session: aiohttp.ClientSession, serving: dict[str, str],
+                    kind: str, aor: str, value: str) -> object:
+        """What the pool serving `aor` holds: its contact URIs, its presence documents'
+        text, or whether meeting `value` exists."""
+        if kind == "meeting":
+            return await self._meeting_exists(serving, aor, value)
+        body = await self._admin_get(session, self._pool_of(aor, serving),
+                                     f"/admin/{kind}/{quote(aor, safe='')}")
+        if kind == "contacts":
+            return {c["uri"] for c in body.get("contacts", [])}
+        return "".join(p["body"] for p in body.get("publications", []))
 
     async def _admin_get(self, session: aiohttp.ClientSession, pool: str,
                          path: str) -> dict[str, Any]:
@@ -299,28 +318,26 @@ class Drill:
                 problem = f"{server.name}: {exc or type(exc).__name__}"
         raise DrillError(f"cannot read {path} from pool {pool}: {problem}")
 
-    def _meeting_reader(self, serving: dict[str, str]) -> Callable[[str, str],
-                                                                     Awaitable[bool]]:
-        async def exists(aor: str, meeting_id: str) -> bool:
-            user = self.users[aor.split(":", 1)[1].split("@", 1)[0]]
-            problem = ""
-            pool = self._pool_of(aor, serving)
-            for server in self._answering.get(pool) or self.servers_of(pool):
-                client = XcapClient(f"http://{server.address}:{server.admin_port}", aor,
-                                    user.name, user.password, timeout=HTTP_TIMEOUT)
-                try:
-                    await client.get_meeting(meeting_id)
-                except XcapError as exc:
-                    if exc.status == 404:
-                        return False
-                    problem = str(exc)
-                    continue
-                except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-                    problem = str(exc) or type(exc).__name__
-                    continue
-                return True
-            raise DrillError(f"cannot check meeting {meeting_id} of {aor}: {problem}")
-        return exists
+    async def _meeting_exists(self, serving: dict[str, str], aor: str,
+                              meeting_id: str) -> bool:
+        user = self.users[aor.split(":", 1)[1].split("@", 1)[0]]
+        problem = ""
+        pool = self._pool_of(aor, serving)
+        for server in self._answering.get(pool) or self.servers_of(pool):
+            client = XcapClient(f"http://{server.address}:{server.admin_port}", aor,
+                                user.name, user.password, timeout=HTTP_TIMEOUT)
+            try:
+                await client.get_meeting(meeting_id)
+            except XcapError as exc:
+                if exc.status == 404:
+                    return False
+                problem = str(exc)
+                continue
+            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                problem = str(exc) or type(exc).__name__
+                continue
+            return True
+        raise DrillError(f"cannot check meeting {meeting_id} of {aor}: {problem}")
 
     def describe_user(self, name: str) -> str:
         """A user and where their client stands now (for the not-recovered list)."""
@@ -396,3 +413,17 @@ def percentile(values: list[float], q: float) -> float | None:
     ordered = sorted(values)
     rank = max(0, min(len(ordered) - 1, -(-len(ordered) * q // 100) - 1))
     return ordered[int(rank)]
+
+
+async def _fetch_all(keys: list[tuple[str, str, str]],
+                     read: Callable[[str, str, str], Awaitable[object]],
+                     concurrency: int = 32) -> dict[tuple[str, str, str], object]:
+    """`read(*key)` for every distinct key, `concurrency` at a time."""
+    gate = asyncio.Semaphore(concurrency)
+    distinct = list(dict.fromkeys(keys))
+
+    async def one(key: tuple[str, str, str]) -> object:
+        async with gate:
+            return await read(*key)
+    values = await asyncio.gather(*(one(k) for k in distinct))
+    return dict(zip(distinct, values, strict=True))
