@@ -29,8 +29,10 @@ directory, before the next scenario (a passed drill leaves it as it found it).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -60,6 +62,7 @@ BACKEND_RTO = BACKEND_RPO = 5 * MINUTE      # synchronous mirroring with a witne
 CMS_RTO = 5 * MINUTE
 FAILBACK = (60 * MINUTE, 20_000)            # up to 60 min for 20,000 users
 BACKUP_SYNC = 2 * MINUTE                    # the Backup Service's default interval
+CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def trimaran(*args: str, timeout: float = 300.0) -> subprocess.CompletedProcess[str]:
@@ -78,10 +81,81 @@ class Outcome:
     wall: float = 0.0                         # seconds of the `trimaran drill` command
     problem: str = ""                         # why it did not pass, in a line
     restarted: bool = False                   # the deployment was restarted after it
+    cpu: Cpu | None = None                    # what the machine's CPUs did meanwhile
 
     @property
     def passed(self) -> bool:
         return self.verdict == "PASSED"
+
+
+# -- where the CPU went ------------------------------------------------------------------
+
+
+def host_busy_seconds() -> float:
+    """CPU seconds the whole host has been busy, all CPUs together (/proc/stat)."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+        return (sum(fields) - fields[3] - fields[4]) / CLK_TCK    # all but idle and iowait
+    return 0.0
+
+
+def deployment_ticks(work: Path) -> dict[int, int]:
+    """utime+stime ticks of each live process of the deployments in `work`: those whose
+    command line names the directory (servers, agents, PostgreSQL) and their
+    descendants (PostgreSQL backends)."""
+    parent: dict[int, int] = {}
+    ticks: dict[int, int] = {}
+    ours: set[int] = set()
+    marker = str(work).encode()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        pid = int(entry)
+        try:
+            rest = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            args = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, IndexError):
+            continue
+        parent[pid], ticks[pid] = int(rest[1]), int(rest[11]) + int(rest[12])
+        if marker in args:
+            ours.add(pid)
+    grown = True
+    while grown:
+        more = {pid for pid, ppid in parent.items() if ppid in ours and pid not in ours}
+        ours |= more
+        grown = bool(more)
+    return {pid: ticks[pid] for pid in ours}
+
+
+def children_seconds() -> float:
+    """CPU seconds of this process's finished children (the drill commands)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+@dataclass(frozen=True)
+class Cpu:
+    """Average cores busy during a drill: the deployment's processes, the drill command
+    (its simulated clients), and everything else on the machine."""
+
+    deployment: float
+    drill: float
+    others: float
+
+    @classmethod
+    def measure(cls, work: Path, before: tuple[float, dict[int, int], float],
+                wall: float) -> Cpu:
+        host, ticks, children = before
+        now = deployment_ticks(work)
+        ours = sum(t - ticks.get(pid, 0) for pid, t in now.items()) / CLK_TCK
+        drill = children_seconds() - children
+        others = host_busy_seconds() - host - ours - drill
+        span = max(wall, 1e-3)
+        return cls(ours / span, drill / span, max(0.0, others) / span)
+
+    @staticmethod
+    def sample(work: Path) -> tuple[float, dict[int, int], float]:
+        return host_busy_seconds(), deployment_ticks(work), children_seconds()
 
 
 class Deployment:
@@ -123,6 +197,7 @@ def drill(deployment: Deployment, scenario: str, users: int, rate: float,
     report_file = reports / f"{scenario}.md"
     args = ("drill", scenario, "--dir", str(deployment.rundir), "--json", "--report",
             str(report_file), "--users", str(users), "--rate", f"{rate:g}")
+    before = Cpu.sample(deployment.work)
     started = time.monotonic()
     try:
         done = trimaran(*args, timeout=DRILL_TIMEOUT)
@@ -130,8 +205,10 @@ def drill(deployment: Deployment, scenario: str, users: int, rate: float,
         wall = time.monotonic() - started
         _save_log(logs, scenario, _text(exc.stderr), _text(exc.stdout))
         return Outcome(scenario, "ABORTED", wall=wall,
-                       problem=f"no result within {DRILL_TIMEOUT:.0f} s (killed)")
+                       problem=f"no result within {DRILL_TIMEOUT:.0f} s (killed)",
+                       cpu=Cpu.measure(deployment.work, before, wall))
     wall = time.monotonic() - started
+    cpu = Cpu.measure(deployment.work, before, wall)
     _save_log(logs, scenario, done.stderr, done.stdout)
     try:
         report = json.loads(done.stdout)
@@ -139,14 +216,14 @@ def drill(deployment: Deployment, scenario: str, users: int, rate: float,
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
         refused = "cannot run drill" in done.stderr     # refused before any fault
         return Outcome(scenario, "could not run" if refused else "CRASHED", wall=wall,
-                       problem=f"exit {done.returncode}: {last}")
+                       problem=f"exit {done.returncode}: {last}", cpu=cpu)
     if report.get("aborted"):
-        return Outcome(scenario, "ABORTED", report, wall, str(report["aborted"]))
+        return Outcome(scenario, "ABORTED", report, wall, str(report["aborted"]), cpu=cpu)
     if report.get("passed"):
-        return Outcome(scenario, "PASSED", report, wall)
+        return Outcome(scenario, "PASSED", report, wall, cpu=cpu)
     missed = [f"{s['name']}: {t['what']}" for s in report.get("steps", [])
               for t in s.get("targets", []) if not t.get("ok")]
-    return Outcome(scenario, "FAILED", report, wall, "missed " + "; ".join(missed))
+    return Outcome(scenario, "FAILED", report, wall, "missed " + "; ".join(missed), cpu=cpu)
 
 
 def _text(raw: str | bytes | None) -> str:
@@ -247,15 +324,18 @@ def steps_table(outcomes: list[Outcome]) -> list[str]:
 
 
 def runs_table(outcomes: list[Outcome]) -> list[str]:
-    rows = ["| scenario | result | drill duration | command (with sign-in) | report |",
-            "|---|---|---|---|---|"]
+    rows = ["| scenario | result | drill duration | command (with sign-in) "
+            "| cores busy: deployment / drill clients / others | report |",
+            "|---|---|---|---|---|---|"]
     for o in outcomes:
         duration = seconds((o.report or {}).get("duration"))
         link = f"[drills/{o.scenario}.md](drills/{o.scenario}.md)" if o.report else "-"
         note = f" ({o.problem})" if o.problem and o.verdict != "FAILED" else ""
         restarted = "; deployment restarted after it" if o.restarted else ""
+        cpu = "-" if o.cpu is None else \
+            f"{o.cpu.deployment:.2f} / {o.cpu.drill:.2f} / {o.cpu.others:.2f}"
         rows.append(f"| {o.scenario} | {o.verdict}{note}{restarted} | {duration} "
-                    f"| {seconds(o.wall) if o.wall else '-'} | {link} |")
+                    f"| {seconds(o.wall) if o.wall else '-'} | {cpu} | {link} |")
     return rows
 
 
@@ -378,7 +458,11 @@ def document(outcomes: list[Outcome], args: argparse.Namespace, deployment: Depl
         f"started {deployment.starts} time(s) (`trimaran up` "
         + ", ".join(f"{s:.0f} s" for s in deployment.start_seconds) + ")",
         *[f"- note: {n}" for n in args.notes],
-        "", "## Runs", "", *runs_table(outcomes),
+        "", "## Runs", "",
+        f"Cores busy: the average, over the drill command, of the CPU used by the "
+        f"deployment's processes (servers, agents, PostgreSQL), by the drill command (the "
+        f"simulated clients and the checks) and by everything else on the machine, of its "
+        f"{os.cpu_count()} cores.", "", *runs_table(outcomes),
         "", "## Steps", "",
         "Detect and RTO are measured from the moment the step's fault was in place. Each "
         "target shows its SPEC requirement, the measured value and its bound.", "",

@@ -36,7 +36,8 @@ from trimaran.drill.users import DrillUser
 from trimaran.topology.model import Server
 
 T = TypeVar("T")
-HTTP_TIMEOUT = 5.0
+HTTP_TIMEOUT = 10.0        # one read of what a pool holds (a busy pool answers late)
+READ_ATTEMPTS = 3
 LOST_EXAMPLES = 5
 
 
@@ -60,6 +61,10 @@ class Drill:
         self.console = console
         self.started = time.monotonic()
         self._fault_at: float | None = None
+        #: time.monotonic() when the last fault was fully in place (the injection done)
+        self.fault_done = 0.0
+        #: changes a disaster lost within its RPO: not expected back in later steps
+        self.written_off: set[Ack] = set()
         self._step_started = 0.0
         self._progress = Progress(SpinnerColumn(), TextColumn("{task.description}"),
                                   BarColumn(), TimeElapsedColumn(), console=console,
@@ -128,11 +133,13 @@ class Drill:
         are measured from the moment the injection begins (a client may already react
         while the call is still waiting for the process to be gone)."""
         self._fault_at = time.monotonic()
-        return await self.act(text, action, kind="fault")
+        result = await self.act(text, action, kind="fault")
+        self.fault_done = time.monotonic()
+        return result
 
     def mark_fault(self) -> None:
         """Measure the step's times from now (a step without an injected fault)."""
-        self._fault_at = time.monotonic()
+        self._fault_at = self.fault_done = time.monotonic()
 
     def since_fault(self, moment: float | None = None) -> float:
         """Seconds from the step's fault to `moment` (default now)."""
@@ -196,7 +203,8 @@ class Drill:
 
     async def finish(self, step: Step, *, rpo: str | None = None,
                      judge: Callable[[list[Ack]], list[Target]] | None = None,
-                     writes_before: float | None = None, check_writes: bool = True) -> None:
+                     writes_before: float | None = None, check_writes: bool = True,
+                     ) -> list[Ack]:
         """Close a step: count its requests and failures, check that every change
         acknowledged (before `writes_before`, a time.monotonic(), when given) is where
         its user is served now, and judge the loss: none may be lost (`rpo`, the SPEC
@@ -205,6 +213,7 @@ class Drill:
         step.requests = dict(tally.requests)
         step.failed = dict(tally.failed)
         step.failure_reasons = dict(tally.reasons.most_common(12))
+        lost: list[Ack] = []
         if check_writes:
             lost = await self.check_writes(step, writes_before)
             if rpo is not None:
@@ -217,28 +226,32 @@ class Drill:
         verdict = "passed" if step.passed else "FAILED: " + "; ".join(
             t.what for t in step.targets if not t.ok)
         self.event("result", f"{step.name}: {verdict}")
+        return lost
 
     # -- acknowledged changes ---------------------------------------------------------------
-    async def check_writes(self, step: Step, before: float | None = None) -> list[Ack]:
-        """Every acknowledged change (before `before`) checked where its user is served;
-        the lost ones are recorded in the step."""
+    async def check_writes(self, step: Step, before: float | None = None,
+                           since: float | None = None) -> list[Ack]:
+        """Every acknowledged change (acknowledged before `before` and since `since`,
+        time.monotonic() values, when given; not written off) checked where its user
+        is served; the lost ones are recorded in the step."""
         serving = await self.serving_pools()
-        acked = self.load.writers.stats.acked
         # Writes go on during the check: only those acknowledged before it began are
         # judged (a later one may not be in what the check already read).
         moment = time.monotonic() if before is None else min(before, time.monotonic())
         wall_before = time.time() - (time.monotonic() - moment)
-        step.acked_checked = sum(1 for a in acked if a.at < wall_before)
+        wall_since = -1.0 if since is None else time.time() - (time.monotonic() - since)
+        acked = [a for a in self.load.writers.stats.acked if a.at < wall_before]
+        judged = {a for a in acked if a.at >= wall_since and a not in self.written_off}
+        step.acked_checked = len(judged)
         self._answering = {pool: await self._answering_first(pool)
                            for pool in set(serving.values())}
-        judged = [a for a in acked if a.at < wall_before]
         timeout = aiohttp.ClientTimeout(total=HTTP_TIMEOUT)
         async with aiohttp.ClientSession(timeout=timeout) as session:
             # Read what the pools hold first, many reads at a time; then judge.
             held = await _fetch_all(
-                [("contacts", a.aor, "") for a in judged if a.kind == "contact"] +
-                [("presence", a.aor, "") for a in judged if a.kind == "presence"] +
-                [("meeting", a.aor, a.value) for a in judged if a.kind == "meeting"],
+                [("contacts", a.aor, "") for a in acked if a.kind == "contact"] +
+                [("presence", a.aor, "") for a in acked if a.kind == "presence"] +
+                [("meeting", a.aor, a.value) for a in acked if a.kind == "meeting"],
                 lambda kind, aor, value: self._read(session, serving, kind, aor, value))
 
             async def contacts(aor: str) -> set[str]:
@@ -252,8 +265,9 @@ class Drill:
             async def meeting(aor: str, meeting_id: str) -> bool:
                 return bool(held["meeting", aor, meeting_id])
 
-            lost = await self.load.writers.lost(contacts, meeting, before=wall_before,
-                                                presence_of=presence)
+            lost = [a for a in await self.load.writers.lost(
+                contacts, meeting, before=wall_before, presence_of=presence)
+                if a in judged]
         step.lost = len(lost)
         step.lost_examples = [f"{a.kind} {a.value}" for a in lost[:LOST_EXAMPLES]]
         if lost:
@@ -304,39 +318,46 @@ class Drill:
     async def _admin_get(self, session: aiohttp.ClientSession, pool: str,
                          path: str) -> dict[str, Any]:
         problem = f"pool {pool} has no server"
-        for server in self._answering.get(pool) or self.servers_of(pool):
-            url = f"http://{server.address}:{server.admin_port}{path}"
-            try:
-                async with session.get(url) as resp:
-                    if resp.status == 404:
-                        return {}
-                    if resp.status == 200:
-                        value = await resp.json()
-                        return value if isinstance(value, dict) else {}
-                    problem = f"{server.name} answered {resp.status}"
-            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-                problem = f"{server.name}: {exc or type(exc).__name__}"
-        raise DrillError(f"cannot read {path} from pool {pool}: {problem}")
+        for attempt in range(READ_ATTEMPTS):      # a busy pool may answer late: retry
+            if attempt:
+                await asyncio.sleep(attempt)
+            for server in self._answering.get(pool) or self.servers_of(pool):
+                url = f"http://{server.address}:{server.admin_port}{path}"
+                try:
+                    async with session.get(url) as resp:
+                        if resp.status == 404:
+                            return {}
+                        if resp.status == 200:
+                            value = await resp.json()
+                            return value if isinstance(value, dict) else {}
+                        problem = f"{server.name} answered {resp.status}"
+                except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                    problem = f"{server.name}: {exc or type(exc).__name__}"
+        raise DrillError(f"cannot read {path} from pool {pool} ({READ_ATTEMPTS} rounds): "
+                         f"{problem}")
 
     async def _meeting_exists(self, serving: dict[str, str], aor: str,
                               meeting_id: str) -> bool:
         user = self.users[aor.split(":", 1)[1].split("@", 1)[0]]
         problem = ""
         pool = self._pool_of(aor, serving)
-        for server in self._answering.get(pool) or self.servers_of(pool):
-            client = XcapClient(f"http://{server.address}:{server.admin_port}", aor,
-                                user.name, user.password, timeout=HTTP_TIMEOUT)
-            try:
-                await client.get_meeting(meeting_id)
-            except XcapError as exc:
-                if exc.status == 404:
-                    return False
-                problem = str(exc)
-                continue
-            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-                problem = str(exc) or type(exc).__name__
-                continue
-            return True
+        for attempt in range(READ_ATTEMPTS):
+            if attempt:
+                await asyncio.sleep(attempt)
+            for server in self._answering.get(pool) or self.servers_of(pool):
+                client = XcapClient(f"http://{server.address}:{server.admin_port}", aor,
+                                    user.name, user.password, timeout=HTTP_TIMEOUT)
+                try:
+                    await client.get_meeting(meeting_id)
+                except XcapError as exc:
+                    if exc.status == 404:
+                        return False
+                    problem = str(exc)
+                    continue
+                except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                    problem = str(exc) or type(exc).__name__
+                    continue
+                return True
         raise DrillError(f"cannot check meeting {meeting_id} of {aor}: {problem}")
 
     def describe_user(self, name: str) -> str:
@@ -380,19 +401,21 @@ class Drill:
         """A pool's servers."""
         return list(self.resolver.servers_of(pool))
 
+    def not_back(self, names: list[str], hosts: list[str], *,
+                 mode: str | None = None) -> list[str]:
+        """Of `names`, those not registered on one of `hosts` since the fault (or not
+        in `mode`, when given)."""
+        since = self.fault_time
+        return [name for name in names
+                if self.load.registered_since(name, since, hosts) is None
+                or self.load.server_of(name) not in hosts
+                or (mode is not None and self.load.agents[name].mode != mode)]
+
     async def users_back(self, names: list[str], hosts: list[str], *,
                          mode: str | None = None) -> bool:
         """True when each of `names` has registered on one of `hosts` since the fault
         (and, when given, is in `mode`)."""
-        since = self.fault_time
-        for name in names:
-            if self.load.registered_since(name, since, hosts) is None:
-                return False
-            if self.load.server_of(name) not in hosts:
-                return False
-            if mode is not None and self.load.agents[name].mode != mode:
-                return False
-        return True
+        return not self.not_back(names, hosts, mode=mode)
 
     def per_user_rto(self, names: list[str], hosts: list[str]) -> list[float]:
         """Each user's first registration on `hosts` after the fault, in seconds."""

@@ -107,7 +107,7 @@ async def _served_by_backup(d: Drill, step: Step, pools: list[str], first_comman
                                from_command, DR5_FROM_COMMAND, "s", "DR-5"))
     step.targets.append(Target("fault -> every user in full service (end to end)",
                                step.recover, DR5_END_TO_END, "s", "DR-5"))
-    step.not_recovered = [n for n in names if d.load.server_of(n) not in hosts]
+    step.not_recovered = d.not_back(names, hosts, mode="full")
 
 
 async def _fail_back(d: Drill, pools: list[str], cms_home: str | None) -> None:
@@ -128,7 +128,7 @@ async def _fail_back(d: Drill, pools: list[str], cms_home: str | None) -> None:
                                 DR6_FAILBACK + SLACK)
     step.targets.append(Target("failback -> every user home in full service", step.recover,
                                DR6_FAILBACK, "s", "DR-6"))
-    step.not_recovered = [n for n in names if d.load.server_of(n) not in hosts]
+    step.not_recovered = d.not_back(names, hosts, mode="full")
     await d.finish(step, rpo="DR-6")
 
 
@@ -162,8 +162,7 @@ async def run_pool_loss(d: Drill, plan: Plan, opts: Options) -> None:
                                WAIT)
     first = await _fail_over(d, step, [pool], cms_too=master == pool)
     await _served_by_backup(d, step, [pool], first)
-    await d.finish(step, judge=_rpo_judge(d, lag), writes_before=d.fault_time)
-    await _check_since(d, step, d.fault_time)
+    await _judge_disaster(d, step, lag)
     restart = d.step("restart", f"restart the servers of {pool}; they stay fenced while the "
                                 f"pool is failed over (DR-7)")
     await d.fault(f"trimaran server start {', '.join(servers)}", start(d, servers))
@@ -176,17 +175,23 @@ async def run_pool_loss(d: Drill, plan: Plan, opts: Options) -> None:
     await _fail_back(d, [pool], master if master == pool else None)
 
 
+async def _judge_disaster(d: Drill, step: Step, lag: float) -> None:
+    """The loss of a disaster: changes acknowledged up to the moment the fault was in
+    place (the dying pool may acknowledge some while it is being killed) are judged
+    against the RPO, and those lost are written off (later steps do not expect them
+    back); changes acknowledged since must all be kept."""
+    lost = await d.finish(step, judge=_rpo_judge(d, lag), writes_before=d.fault_done)
+    if lost:
+        d.written_off.update(lost)
+        d.event("info", f"{len(lost)} change(s) lost by the disaster, within the RPO, are "
+                        f"not expected back")
+    await _check_since(d, step, d.fault_done)
+
+
 async def _check_since(d: Drill, step: Step, since: float) -> None:
-    """After a disaster: changes acknowledged since the fault (on the backup pool) must
-    all be there."""
-    saved = d.load.writers.stats.acked
-    wall = time.time() - (time.monotonic() - since)
-    d.load.writers.stats.acked = [a for a in saved if a.at >= wall]
-    try:
-        probe = Step("after", "", d.now())
-        lost = await d.check_writes(probe)
-    finally:
-        d.load.writers.stats.acked = saved
+    """After a disaster: changes acknowledged since the fault was in place (on the
+    backup pool) must all be there."""
+    lost = await d.check_writes(Step("after", "", d.now()), since=since)
     step.targets.append(Target("changes acknowledged after the fault, lost",
                                float(len(lost)), 0.0, "", "DR-5"))
 
@@ -240,8 +245,7 @@ async def run_site_loss(d: Drill, plan: Plan, opts: Options) -> None:
         lambda: _all_true([_sees_down(d, b, p) for p, b in backups.items()]), WAIT)
     first = await _fail_over(d, step, pools, cms_too=cms_lost)
     await _served_by_backup(d, step, pools, first)
-    await d.finish(step, judge=_rpo_judge(d, lag), writes_before=d.fault_time)
-    await _check_since(d, step, d.fault_time)
+    await _judge_disaster(d, step, lag)
     restore = d.step("restore", f"site {site} comes back (`trimaran site restore`); its pools "
                                 f"stay fenced while failed over (DR-7)")
     await d.fault(f"trimaran site restore {site}", lambda: _site_restore(d, site))
