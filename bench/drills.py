@@ -32,6 +32,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import resource
 import shutil
 import subprocess
@@ -273,10 +274,10 @@ def seconds(value: float | None) -> str:
 
 
 def measured(target: dict[str, Any]) -> str:
-    value, unit = target.get("measured"), target.get("unit", "")
-    if value is None:
+    amount, unit = target.get("measured"), target.get("unit", "")
+    if amount is None:
         return "not reached"
-    return f"{value:.2f} s" if unit == "s" else f"{value:g}{(' ' + unit) if unit else ''}"
+    return f"{amount:.2f} s" if unit == "s" else f"{amount:g}{(' ' + unit) if unit else ''}"
 
 
 def bound(target: dict[str, Any]) -> str:
@@ -351,15 +352,37 @@ def find_step(outcomes: list[Outcome], scenario: str, name: str) -> dict[str, An
     return None
 
 
-def find_target(step: dict[str, Any] | None, part: str) -> float | None:
-    """The measured value of the step's first target whose description contains `part`."""
-    if step is None:
-        return None
-    for t in step.get("targets", []):
+def find_target(step: dict[str, Any] | None, part: str) -> dict[str, Any] | None:
+    """The step's first target whose description contains `part`."""
+    for t in (step or {}).get("targets", []):
         if part in t["what"]:
-            value = t.get("measured")
-            return None if value is None else float(value)
+            return dict(t)
     return None
+
+
+def value(target: dict[str, Any] | None) -> float | None:
+    """A target's measured value (None: no such target, or not reached)."""
+    measured = None if target is None else target.get("measured")
+    return None if measured is None else float(measured)
+
+
+def shown(target: dict[str, Any] | None) -> str:
+    """A target's measured value for the table."""
+    if target is None:
+        return "-"
+    return measured(target)
+
+
+def users_moved(outcomes: list[Outcome], scenario: str, fallback: int) -> int:
+    """How many users the scenario failed over and back (from its timeline)."""
+    for o in outcomes:
+        if o.scenario == scenario and o.report is not None:
+            for event in o.report.get("timeline", []):
+                found = re.search(r"the (\d+) users (home|served by the backup pool)",
+                                  str(event.get("text", "")))
+                if found:
+                    return int(found.group(1))
+    return fallback
 
 
 def ratio(model: float | tuple[float, float], ours: float | None) -> str:
@@ -380,7 +403,7 @@ def comparisons(outcomes: list[Outcome], users: int) -> Iterator[str]:
         if step is not None:
             back = find_target(step, "affected users")
             yield (f"| Front End server failure: its users registered again (p99) "
-                   f"| {name} (fault) | {seconds(back)}; peers detect it in "
+                   f"| {name} (fault) | {shown(back)}; peers detect it in "
                    f"{seconds(step['detect_seconds'])} | automatic, no published time | - |")
     for name in ("backend-principal-kill", "backend-partition"):
         step = find_step(outcomes, name, "fault")
@@ -388,7 +411,7 @@ def comparisons(outcomes: list[Outcome], users: int) -> Iterator[str]:
             continue
         rto = find_target(step, "writes succeed again")
         yield (f"| Back End failover (mirroring + witness) RTO: writes succeed again "
-               f"| {name} (fault) | {seconds(rto)} | 5 min | {ratio(BACKEND_RTO, rto)} |")
+               f"| {name} (fault) | {shown(rto)} | 5 min | {ratio(BACKEND_RTO, value(rto))} |")
         yield (f"| Back End failover RPO: acknowledged writes lost | {name} (fault) "
                f"| {step['lost']} of {step['acked_checked']} | 5 min "
                f"| {ratio(BACKEND_RPO, float(step['lost']) if step['lost'] else 0.0)} |")
@@ -412,11 +435,11 @@ def _pool_rows(outcomes: list[Outcome], name: str, users: int) -> Iterator[str]:
     command = find_target(step, "command -> every user")
     end_to_end = find_target(step, "fault -> every user")
     yield (f"| Pool failover RTO: command -> every user in full service on the backup "
-           f"pool | {name} (fault) | {seconds(command)} (end to end from the fault "
-           f"{seconds(end_to_end)}) | 15-20 min (SfB 2015), 30 min (Lync 2013) "
-           f"| {ratio(POOL_RTO, command)} |")
-    oldest = find_target(step, "oldest acknowledged change lost")
-    lag = find_target(step, "backup lag shown")
+           f"pool | {name} (fault) | {shown(command)} (end to end from the fault "
+           f"{shown(end_to_end)}) | 15-20 min (SfB 2015), 30 min (Lync 2013) "
+           f"| {ratio(POOL_RTO, value(command))} |")
+    oldest = value(find_target(step, "oldest acknowledged change lost"))
+    lag = value(find_target(step, "backup lag shown"))
     worst = None if oldest is None and lag is None else max(oldest or 0.0, lag or 0.0)
     yield (f"| Pool failover RPO: oldest acknowledged change lost / backup lag shown "
            f"before the fault | {name} (fault) | {seconds(oldest)} / {seconds(lag)} "
@@ -424,11 +447,11 @@ def _pool_rows(outcomes: list[Outcome], name: str, users: int) -> Iterator[str]:
            f"30 min (Lync 2013) | {ratio(POOL_RPO, worst)} (vs the larger) |")
     cms = find_target(step, "CMS failover")
     if cms is not None:
-        yield (f"| CMS failover | {name} (fault) | {seconds(cms)} | 5 min "
-               f"| {ratio(CMS_RTO, cms)} |")
+        yield (f"| CMS failover | {name} (fault) | {shown(cms)} | 5 min "
+               f"| {ratio(CMS_RTO, value(cms))} |")
     back = find_step(outcomes, name, "failback")
     if back is not None:
-        homed = (users + 1) // 2        # drill users are homed round-robin on fe1, fe2
+        homed = users_moved(outcomes, name, (users + 1) // 2)
         pro_rata = FAILBACK[0] * homed / FAILBACK[1]
         yield (f"| Pool failback: every user home in full service | {name} (failback) "
                f"| {seconds(back['rto_seconds'])} for {homed} users | up to 60 min for "

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
+from trimaran.admin.http import HttpError
 from trimaran.cms.failover import PoolFailover, document_key, plan_failover
 from trimaran.cms.replica import Snapshot
 from trimaran.roles.frontend.homing import Homing
@@ -25,6 +28,7 @@ async def test_backup_pool_serves_the_failed_pools_users_and_tells_who_moved(
         await store.users.add(User("sip:ann@x", "a"), Credentials("sip:ann@x", "ann", "x",
                                                                   "0" * 32, "0" * 64), now=1)
         homing = Homing("b", store)
+        homing.ready = True                      # as after the start's CMS read
         moved: list[set[str]] = []
         homing.on_records_changed = moved.append
         homing.update(snapshot(A, B))
@@ -40,3 +44,18 @@ async def test_backup_pool_serves_the_failed_pools_users_and_tells_who_moved(
         assert moved == [{"a"}, {"a"}]
         st = await homing.standing("sip:ann@x")
         assert not st.serve and "a serves its own users" in st.reason
+
+
+async def test_nothing_changes_before_the_server_has_read_the_cms(tmp_path: Path) -> None:
+    """DR-7: a server coming back reads the CMS before anything of a user may change
+    through it; its copy on disk may predate a failover of its pool."""
+    async with SqliteStore(tmp_path / "a.sqlite", pool="a") as store:
+        await store.users.add(User("sip:ann@x", "a"), Credentials("sip:ann@x", "ann", "x",
+                                                                  "0" * 32, "0" * 64), now=1)
+        homing = Homing("a", store)
+        homing.update(snapshot(A, B))            # the old copy: "normal", ann served here
+        with pytest.raises(HttpError) as refused:
+            await homing.check_write("sip:ann@x")
+        assert refused.value.status == 503 and "not read the CMS" in refused.value.message
+        homing.ready = True
+        await homing.check_write("sip:ann@x")

@@ -49,3 +49,17 @@ def test_no_contact_no_target() -> None:
 def test_max_redirects_must_not_be_negative() -> None:
     with pytest.raises(ValueError, match="max_redirects"):
         UAConfig("sip:a@b", "pw", (Address("tcp", "127.0.0.1", 5060),), max_redirects=-1)
+
+
+def test_a_director_spreads_a_pools_users_over_its_servers() -> None:
+    from trimaran.roles.director.server import spread
+    from trimaran.topology.model import Server
+
+    servers = [Server(f"fe{i}", f"127.0.9.{i}") for i in range(1, 4)]
+    firsts = {spread(servers, f"sip:u{n}@x")[0].name for n in range(60)}
+    assert firsts == {"fe1", "fe2", "fe3"}                       # every server gets users
+    for n in range(10):
+        order = spread(servers, f"sip:u{n}@x")
+        assert sorted(s.name for s in order) == ["fe1", "fe2", "fe3"]   # all, once each
+        assert order == spread(servers, f"sip:u{n}@x")         # stable per user
+    assert spread([], "sip:u@x") == []

@@ -49,6 +49,7 @@ class Ack:
     kind: str          # "contact" | "meeting" | "presence"
     value: str         # the contact URI, the meeting id or the presence note
     at: float          # wall-clock time of the acknowledgement
+    sent: float = 0.0  # wall-clock time the acknowledged attempt was sent
 
 
 @dataclass
@@ -102,6 +103,7 @@ class UserWriter:
             f"sip:{name}-c{self._count}@{self.domain}"
         for _ in range(len(self.bases)):
             self._client.base_url = self.bases[self._index % len(self.bases)]
+            sent = time.time()
             try:
                 if kind == "meeting":
                     await self._client.put_meeting(value, subject=f"meeting {self._count}")
@@ -124,7 +126,7 @@ class UserWriter:
                 self.stats.no_answer()
                 self._index += 1
                 continue
-            self.stats.acked.append(Ack(self.aor, kind, value, time.time()))
+            self.stats.acked.append(Ack(self.aor, kind, value, time.time(), sent))
             return True
         return False
 
@@ -134,6 +136,7 @@ class UserWriter:
         if self.agent.registered_server is None:
             self.stats.no_answer()
             return False
+        sent = time.time()
         try:
             response = await self.agent.publish(basic_pidf(self.aor, "open", note))
         except (SipError, TransportError, OSError, TimeoutError):
@@ -142,7 +145,7 @@ class UserWriter:
         if not 200 <= response.status < 300:
             self.stats.refusal()
             return False
-        self.stats.acked.append(Ack(self.aor, "presence", note, time.time()))
+        self.stats.acked.append(Ack(self.aor, "presence", note, time.time(), sent))
         return True
 
 

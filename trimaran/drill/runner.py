@@ -203,10 +203,10 @@ class Drill:
 
     async def finish(self, step: Step, *, rpo: str | None = None,
                      judge: Callable[[list[Ack]], list[Target]] | None = None,
-                     writes_before: float | None = None, check_writes: bool = True,
+                     sent_before: float | None = None, check_writes: bool = True,
                      ) -> list[Ack]:
         """Close a step: count its requests and failures, check that every change
-        acknowledged (before `writes_before`, a time.monotonic(), when given) is where
+        acknowledged (sent before `sent_before`, a time.monotonic(), when given) is where
         its user is served now, and judge the loss: none may be lost (`rpo`, the SPEC
         requirement) or `judge` turns the lost changes into targets."""
         tally = self.load.tally(self._step_started)
@@ -215,7 +215,7 @@ class Drill:
         step.failure_reasons = dict(tally.reasons.most_common(12))
         lost: list[Ack] = []
         if check_writes:
-            lost = await self.check_writes(step, writes_before)
+            lost = await self.check_writes(step, sent_before)
             if rpo is not None:
                 step.targets.append(Target("acknowledged changes lost", float(len(lost)), 0.0,
                                            "", rpo))
@@ -229,19 +229,22 @@ class Drill:
         return lost
 
     # -- acknowledged changes ---------------------------------------------------------------
-    async def check_writes(self, step: Step, before: float | None = None,
-                           since: float | None = None) -> list[Ack]:
-        """Every acknowledged change (acknowledged before `before` and since `since`,
+    async def check_writes(self, step: Step, sent_before: float | None = None,
+                           sent_since: float | None = None) -> list[Ack]:
+        """Every acknowledged change (sent before `sent_before` and since `sent_since`,
         time.monotonic() values, when given; not written off) checked where its user
-        is served; the lost ones are recorded in the step."""
+        is served; the lost ones are recorded in the step. A change counts by when it
+        was sent: one sent before a fault was complete may have been acknowledged by a
+        server going down, however late its client read the answer."""
         serving = await self.serving_pools()
         # Writes go on during the check: only those acknowledged before it began are
         # judged (a later one may not be in what the check already read).
-        moment = time.monotonic() if before is None else min(before, time.monotonic())
-        wall_before = time.time() - (time.monotonic() - moment)
-        wall_since = -1.0 if since is None else time.time() - (time.monotonic() - since)
+        wall_before = time.time()
+        low = -1.0 if sent_since is None else _wall(sent_since)
+        high = wall_before if sent_before is None else _wall(sent_before)
         acked = [a for a in self.load.writers.stats.acked if a.at < wall_before]
-        judged = {a for a in acked if a.at >= wall_since and a not in self.written_off}
+        judged = {a for a in acked
+                  if low <= a.sent < high and a not in self.written_off}
         step.acked_checked = len(judged)
         self._answering = {pool: await self._answering_first(pool)
                            for pool in set(serving.values())}
@@ -450,3 +453,8 @@ async def _fetch_all(keys: list[tuple[str, str, str]],
             return await read(*key)
     values = await asyncio.gather(*(one(k) for k in distinct))
     return dict(zip(distinct, values, strict=True))
+
+
+def _wall(moment: float) -> float:
+    """The wall-clock time of a time.monotonic() moment."""
+    return time.time() - (time.monotonic() - moment)

@@ -159,7 +159,7 @@ class _WriteProbe:
             meeting = f"{self.user.name}-probe{self._count}"
             client = XcapClient(self.bases[index % len(self.bases)], aor, self.user.name,
                                 self.user.password, timeout=2.0)
-            started = time.monotonic()
+            started, sent = time.monotonic(), time.time()
             try:
                 await client.put_meeting(meeting, subject="write probe")
             except (XcapError, OSError, TimeoutError, aiohttp.ClientError):
@@ -167,7 +167,7 @@ class _WriteProbe:
             else:
                 self.acks.append(started)
                 self.d.load.writers.stats.acked.append(
-                    Ack(aor, "meeting", meeting, time.time()))
+                    Ack(aor, "meeting", meeting, time.time(), sent))
             await asyncio.sleep(0.1)
 
 

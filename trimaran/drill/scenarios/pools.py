@@ -180,7 +180,7 @@ async def _judge_disaster(d: Drill, step: Step, lag: float) -> None:
     place (the dying pool may acknowledge some while it is being killed) are judged
     against the RPO, and those lost are written off (later steps do not expect them
     back); changes acknowledged since must all be kept."""
-    lost = await d.finish(step, judge=_rpo_judge(d, lag), writes_before=d.fault_done)
+    lost = await d.finish(step, judge=_rpo_judge(d, lag), sent_before=d.fault_done)
     if lost:
         d.written_off.update(lost)
         d.event("info", f"{len(lost)} change(s) lost by the disaster, within the RPO, are "
@@ -191,7 +191,7 @@ async def _judge_disaster(d: Drill, step: Step, lag: float) -> None:
 async def _check_since(d: Drill, step: Step, since: float) -> None:
     """After a disaster: changes acknowledged since the fault was in place (on the
     backup pool) must all be there."""
-    lost = await d.check_writes(Step("after", "", d.now()), since=since)
+    lost = await d.check_writes(Step("after", "", d.now()), sent_since=since)
     step.targets.append(Target("changes acknowledged after the fault, lost",
                                float(len(lost)), 0.0, "", "DR-5"))
 

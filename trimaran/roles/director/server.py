@@ -27,8 +27,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -45,7 +47,7 @@ from trimaran.roles.frontend.homing import server_contacts
 from trimaran.sip.headers import Headers
 from trimaran.sip.ids import new_tag
 from trimaran.sip.transaction import TimerConfig, TransactionError
-from trimaran.topology.model import PoolRole, Topology
+from trimaran.topology.model import PoolRole, Server, Topology
 from trimaran.topology.resolver import Resolver
 
 log = logging.getLogger(__name__)
@@ -180,7 +182,7 @@ class DirectorServer:
         # The serving pool's servers first; when that is the home pool, its backup
         # registrar after them (lower q), so a client whose home pool has just died
         # goes on there (DR-8) without asking a Director again.
-        targets = list(self.resolver.servers_of(pool))
+        targets = spread(self.resolver.servers_of(pool), outcome.user)
         registrar = self.resolver.backup_registrar(home)
         if pool == home and registrar is not None:
             targets += [s for s in registrar.servers if s not in targets]
@@ -226,3 +228,13 @@ class DirectorServer:
             "server": self.config.server, "role": "director", "cms": self.follower.status(),
             "pools": {p: w.status() for p, w in self.watches.items()},
             "sign_ins_sent": self.sent})
+
+
+def spread(servers: Sequence[Server], aor: str) -> list[Server]:
+    """The pool's servers starting at one chosen by the user's AOR: the users of a pool
+    are spread over its servers (each user always on the same one first), so a server
+    failure moves a share of them, not all."""
+    if not servers:
+        return []
+    first = int.from_bytes(hashlib.sha256(aor.encode()).digest()[:4], "big") % len(servers)
+    return [*servers[first:], *servers[:first]]

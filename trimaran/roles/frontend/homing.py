@@ -53,6 +53,10 @@ class Homing:
         #: Counts the changes of who this pool serves (records, liveness): a request
         #: handled across one can tell that its view may be stale.
         self.generation = 0
+        #: False until the server has read the CMS at start: before that its records
+        #: may be an old copy (a pool failed over while this server was down), so
+        #: nothing of a user may change here yet (DR-7).
+        self.ready = False
 
     def update(self, snapshot: Snapshot) -> None:
         """New CMS copy: remember the records; tell who lost or gained users."""
@@ -121,6 +125,9 @@ class Homing:
 
     async def check_write(self, aor: str) -> None:
         """The admin API's write check: `HttpError` unless `aor` may change data here."""
+        if not self.ready:
+            raise HttpError(503, "starting: this server has not read the CMS yet",
+                            (("Retry-After", "1"),))
         st = await self.standing(aor)
         if not st.serve and st.redirect_to is None:
             raise HttpError(503, f"{aor} cannot change data now: {st.reason}",
@@ -175,6 +182,7 @@ class DisasterRecovery:
         """Read the CMS (replica, then the master) before serving (DR-7), then ship."""
         if self.cms is not None:
             await self.cms.start()
+        self.homing.ready = True
         if self.backup is not None:
             self.backup.start()
         if self.partner is not None:

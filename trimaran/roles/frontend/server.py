@@ -347,14 +347,15 @@ class FrontEndServer:
             return
         bindings = existing if plan.fetch_only else await self._apply(user, plan.upsert,
                                                                        plan.remove, now)
+        # Resiliency when our Back End is away (FE-7) or the user's home pool is (DR-8).
+        told = self.mode if self.mode != "full" else served_as
         if not plan.fetch_only:
             self._track_local(user, plan.upsert, plan.remove, existing, incoming.flow)
             if incoming.flow.reliable:
-                self.flow_modes[incoming.flow.id] = served_as
+                self.flow_modes[incoming.flow.id] = told
         headers = contact_headers(bindings, now)
         headers.add("Date", time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(now)))
-        # Resiliency when our Back End is away (FE-7) or the user's home pool is (DR-8).
-        headers.add(MODE_HEADER, self.mode if self.mode != "full" else served_as)
+        headers.add(MODE_HEADER, told)
         self.reply(incoming, 200, headers=headers)
         if self.dr is not None and self.dr.homing.generation != generation:
             # Who we serve changed while this REGISTER was handled: the sweep of moved

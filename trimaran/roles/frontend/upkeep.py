@@ -96,6 +96,8 @@ class Upkeep:
             if srv.mode != "full":
                 log.warning("back end reachable again: leaving resiliency mode")
                 srv.mode = "full"
+                # clients told "resiliency" meanwhile re-register and hear "full"
+                srv.spawn(self.close_moved_flows())
         except StoreUnavailable as exc:
             srv.enter_resiliency(str(exc))
         await srv.presence.expire()
@@ -129,9 +131,11 @@ class Upkeep:
 
     async def close_moved_flows(self) -> None:
         """Close the client flows of users this pool no longer serves, or now serves in
-        another mode than they registered in (their pool failed over or back, their home
-        pool went down or came back): their clients re-register, and are redirected or
-        get their new mode (DR-5, DR-7, DR-8)."""
+        another mode than they were told when they registered (their pool failed over
+        or back, their home pool went down or came back, our Back End came back): their
+        clients re-register, and are redirected or get their new mode (DR-5, DR-7,
+        DR-8). While our own Back End is away nobody is moved for that alone (FE-7:
+        registered users keep calls and IM)."""
         srv = self.server
         if srv.dr is None:
             return
@@ -139,7 +143,8 @@ class Upkeep:
         for flow_id, bindings in list(srv.outbound.items()):
             for aor, _ in bindings:
                 st = await srv.dr.homing.standing(aor)
-                if not st.serve or st.mode != srv.flow_modes.get(flow_id, "full"):
+                told = srv.flow_modes.get(flow_id, "full")
+                if not st.serve or (srv.mode == "full" and st.mode != told):
                     closing.append(flow_id)
                     break
         if closing:
