@@ -92,3 +92,15 @@ def test_the_tally_counts_requests_and_failures_in_a_window() -> None:
     assert tally.failed == {"im": 1, "call": 1}
     assert tally.reasons == {"im 503": 1, "call 480": 1}
     assert load.tally(0.0).requests["im"] == 3
+
+
+def test_users_are_spread_over_their_home_servers_with_the_backup_registrar_after() -> None:
+    users = [DrillUser(f"u{i}", "pw", "se1") for i in range(3)]
+    home = (Address("tcp", "127.0.9.1", 5060), Address("tcp", "127.0.9.2", 5060))
+    backup = (Address("tcp", "127.0.9.3", 5060),)
+    clients = Clients({"se1": home + backup}, {"se1": ["http://127.0.9.1:8080"]}, {"se1": 2})
+    load = Load(users, "trimaran.test", clients, Rates())
+    lists = [load.agents[u.name].config.servers for u in users]
+    assert lists[0] == (home[0], home[1], backup[0])
+    assert lists[1] == (home[1], home[0], backup[0])
+    assert all(servers[-1] == backup[0] for servers in lists)   # never the backup first

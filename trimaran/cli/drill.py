@@ -101,14 +101,16 @@ def clients_of(ops: Deployment) -> Clients:
     directors = [s for p in ops.resolver.pools(PoolRole.DIRECTOR) for s in p.servers]
     sign_in: dict[str, tuple[Address, ...]] = {}
     http: dict[str, list[str]] = {}
+    spread: dict[str, int] = {}
     for pool in ops.frontend_pools():
         partner = ops.resolver.paired_pool(pool)
         chain = [pool] + ([partner.name] if partner else [])
         servers = [s for p in chain for s in ops.resolver.servers_of(p)]
         sign_in[pool] = tuple(Address("tcp", s.address, s.sip_port)
                               for s in (directors or servers))
+        spread[pool] = len(directors or ops.resolver.servers_of(pool))
         http[pool] = [f"http://{s.address}:{s.admin_port}" for s in servers]
-    return Clients(sign_in, http)
+    return Clients(sign_in, http, spread)
 
 
 async def _run(run: RunDir, ops: Deployment, scenario: Scenario, plan: Plan, opts: Options,

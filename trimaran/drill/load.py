@@ -62,10 +62,13 @@ class Outcome:
 
 @dataclass(frozen=True, slots=True)
 class Clients:
-    """Where each pool's users sign in and write."""
+    """Where each pool's users sign in and write. Users are spread over the first
+    `spread[pool]` servers of their list (their home pool's, or the Directors); the
+    rest (the backup registrar) come after, in order."""
 
     sign_in: dict[str, tuple[Address, ...]]   # pool -> SIP servers, in order
     http: dict[str, list[str]]                # pool -> admin API base URLs, in order
+    spread: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -94,8 +97,9 @@ class Load:
         self._answerers: list[asyncio.Task[None]] = []
         for index, user in enumerate(users):
             servers = clients.sign_in[user.pool]
-            shift = index % len(servers)
-            rotated = servers[shift:] + servers[:shift]
+            first = servers[:clients.spread.get(user.pool, len(servers))] or servers
+            shift = index % len(first)
+            rotated = first[shift:] + first[:shift] + servers[len(first):]
             self.agents[user.name] = UserAgent(UAConfig(
                 aor=user.aor(domain), password=user.password, servers=rotated,
                 keepalive_interval=keepalive, keepalive_timeout=keepalive,
