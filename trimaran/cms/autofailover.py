@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import aiohttp
 
 from trimaran.aio import cancel
-from trimaran.cms.failover import NORMAL, PoolFailover, document_key, plan_failover
+from trimaran.cms.failover import NORMAL, FailoverRefused, PoolFailover, document_key, plan_failover
 from trimaran.cms.liveness import DOWN, leaving_from
 from trimaran.cms.service import CmsService
 from trimaran.store.base import Conflict, StoreError
@@ -144,9 +144,14 @@ class AutoFailover:
         own = PoolFailover.from_json(own_doc.body) if own_doc else \
             PoolFailover(self.pool, backup=self.partner)
         progress = await store.backup.progress(self.partner)
-        nxt = plan_failover(record, own, cms_master=self.pool, disaster=True,
-                            now=self.wall_clock(), cut_seq=progress.seq,
-                            reason=f"automatic failover to {self.pool}: {why}")
+        try:
+            nxt = plan_failover(record, own, cms_master=self.pool, disaster=True,
+                                now=self.wall_clock(), cut_seq=progress.seq,
+                                reason=f"automatic failover to {self.pool}: {why}")
+        except FailoverRefused as exc:   # our copy of the CMS is behind the store: catch up
+            log.info("automatic failover of %s: nothing to do (%s)", self.partner, exc)
+            self.cms.wake()
+            return
         try:
             await store.cms.put(document_key(self.partner), nxt.to_json(),
                                 now=self.wall_clock(), check=True,

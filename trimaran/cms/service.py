@@ -131,8 +131,10 @@ class CmsService(CmsFollower):
                 {"error": f"pool {self.pool} is not the CMS master",
                  "master": master.pool if master else None,
                  "term": master.term if master else 0}, status=409)
-        documents = await self.store.cms.all()
+        # The version first: a change committed between the two reads is then sent
+        # again next time (the follower asks since this version), never skipped.
         version = await self.store.cms.version()
+        documents = await self.store.cms.all()
         return web.json_response({
             "master": master.pool, "term": master.term, "version": version,
             "keys": [d.key for d in documents],
