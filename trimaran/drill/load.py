@@ -33,8 +33,6 @@ from trimaran.sip.errors import SipError
 
 log = logging.getLogger(__name__)
 
-#: Kinds of request the load makes (the keys of its counters).
-KINDS = ("register", "im", "presence", "call", "bye", "write")
 SDP = (b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=drill\r\nc=IN IP4 127.0.0.1\r\n"
        b"t=0 0\r\nm=audio 9 RTP/AVP 0\r\n")
 
