@@ -16,6 +16,11 @@ Both are signed with the pair's key (`trimaran.admin.peerauth`); a pool whose
 failover record says its users are served by its backup is fenced: its changes
 are refused (DR-7), so a failed pool that comes back cannot overwrite newer data.
 
+Branch sites (EV-5): an SBA ships its log the same way, one way, to its backup
+registrar pool, under ``/backup/branch/<sba>/...`` (`prefix`): the central pool then
+knows the branch users (credentials, numbers) and signs them in, in resiliency mode,
+when the SBA is down. That central side only receives (never `start`ed).
+
 Status (DR-3): ``GET /backup/status`` describes this pool's outgoing direction:
 last change written and acknowledged, lag in changes and seconds, per category,
 and the state: ``steady`` (lag under `steady_lag` seconds), ``behind``, ``final``
@@ -91,8 +96,9 @@ class BackupService:
                  is_shipper: Callable[[], bool] = lambda: True,
                  wall_clock: Callable[[], float] = time.time, poll_interval: float = 0.1,
                  steady_lag: float = 1.0, local_host: str | None = None,
-                 measure_interval: float = 1.0) -> None:
+                 measure_interval: float = 1.0, prefix: str = "/backup") -> None:
         self.pool = pool
+        self.prefix = prefix
         self.partner = partner
         self.partner_servers = partner_servers
         self.store = store
@@ -129,13 +135,15 @@ class BackupService:
 
     def routes(self) -> tuple[Route, ...]:
         """The admin API endpoints of the Backup Service."""
-        return (("/backup/apply", "backup-apply", (("POST", self._post_apply),)),
-                ("/backup/progress", "backup-progress", (("GET", self._get_progress),)),
-                ("/backup/reset", "backup-reset", (("POST", self._post_reset),)),
-                ("/backup/status", "backup-status", (("GET", self._get_status),)),
-                ("/backup/sync", "backup-sync", (("POST", self._post_sync),)),
-                ("/backup/export", "backup-export", (("POST", self._post_export),)),
-                ("/backup/reconcile", "backup-reconcile", (("POST", self._post_reconcile),)))
+        p = self.prefix
+        name = p.strip("/").replace("/", "-")
+        return ((f"{p}/apply", f"{name}-apply", (("POST", self._post_apply),)),
+                (f"{p}/progress", f"{name}-progress", (("GET", self._get_progress),)),
+                (f"{p}/reset", f"{name}-reset", (("POST", self._post_reset),)),
+                (f"{p}/status", f"{name}-status", (("GET", self._get_status),)),
+                (f"{p}/sync", f"{name}-sync", (("POST", self._post_sync),)),
+                (f"{p}/export", f"{name}-export", (("POST", self._post_export),)),
+                (f"{p}/reconcile", f"{name}-reconcile", (("POST", self._post_reconcile),)))
 
     def fenced(self) -> str | None:
         """Why our own log must not ship now (our users are served by the backup pool:
@@ -174,7 +182,7 @@ class BackupService:
             self.state.error = ""
             return 0
         changes, blobs = await self._with_blobs(changes)
-        status, body = await self._call("POST", "/backup/apply",
+        status, body = await self._call("POST", f"{self.prefix}/apply",
                                         encode_batch(self.pool, changes, blobs,
                                                      after=self.state.acked_seq))
         if status != 200:
@@ -215,7 +223,7 @@ class BackupService:
         return kept, blobs
 
     async def _ask_progress(self, timeout: float | None = None) -> bool:
-        status, body = await self._call("GET", f"/backup/progress?source={self.pool}",
+        status, body = await self._call("GET", f"{self.prefix}/progress?source={self.pool}",
                                         timeout=timeout)
         seq = body.get("seq")
         if status != 200 or not isinstance(seq, int):
@@ -427,7 +435,7 @@ class BackupService:
         applied = 0
         for start in range(0, len(keys), MAX_BATCH_CHANGES):
             chunk = keys[start:start + MAX_BATCH_CHANGES]
-            status, body = await self._call("POST", "/backup/export",
+            status, body = await self._call("POST", f"{self.prefix}/export",
                                             {"items": [list(k) for k in chunk]})
             if status != 200:
                 raise HttpError(502, f"export from {self.partner} failed: "

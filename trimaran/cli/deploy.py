@@ -40,15 +40,18 @@ from trimaran.topology.validator import format_violations, has_errors, validate_
 START_TIMEOUT = 30.0
 
 
+RUNNABLE = frozenset({PoolRole.FRONTEND, PoolRole.WITNESS, PoolRole.DNS, PoolRole.DIRECTOR,
+                      PoolRole.MEDIATION, PoolRole.SBA})
+
+
 def runnable(topology: Topology) -> list[ServerState]:
     """The servers `up` starts (witnesses first); refuses roles not runnable yet."""
     servers = []
     ordered = sorted(topology.pools, key=lambda p: p.role is not PoolRole.WITNESS)
     for pool in ordered:
-        if pool.role not in (PoolRole.FRONTEND, PoolRole.WITNESS, PoolRole.DNS,
-                             PoolRole.DIRECTOR):
+        if pool.role not in RUNNABLE:
             fail(f"pool {pool.name}: {pool.role.value} pools cannot be run by this version "
-                 "yet (Front End, Director, witness and dns pools can)")
+                 "yet (Front End, Director, Mediation, SBA, witness and dns pools can)")
         for srv in pool.servers:
             servers.append(ServerState(srv.name, pool.name, pool.role.value, srv.address,
                                        srv.sip_port, srv.admin_port))

@@ -16,6 +16,7 @@ from trimaran.cli.drill import drill
 from trimaran.cli.site import site
 from trimaran.cli.topology import topology
 from trimaran.cli.users import user
+from trimaran.cli.voice import voice
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -25,7 +26,7 @@ def cli() -> None:
 
 
 for command in (topology, up, down, status, server, site, serve, agent, db, user, demo, pool,
-                backup, cms, drill):
+                backup, cms, drill, voice):
     cli.add_command(command)
 
 

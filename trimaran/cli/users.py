@@ -178,7 +178,8 @@ def _lister(pool: str) -> Callable[[Store], Awaitable[list[User]]]:
 def user_list(pool: str | None, rundir: str | None, as_json: bool) -> None:
     """List users of every Front End pool (or one)."""
     run, topology = context(rundir)
-    pools = [pool] if pool else frontend_pools(topology)
+    pools = [pool] if pool else frontend_pools(topology) + [
+        p.name for p in topology.pools if p.role is PoolRole.SBA]
     users: list[User] = []
     for name in pools:
         users += with_store(pool_store(run, topology, name), _lister(name))

@@ -94,9 +94,10 @@ def pool_dsn(topology: Topology, pool_name: str) -> str:
 
 
 def pool_store(rundir: RunDir, topology: Topology, pool: str) -> Store:
-    """The store of a Front End pool (not opened); `LookupError` for an unknown pool."""
+    """The store of a Front End pool or an SBA (not opened; an SBA keeps its users in
+    SQLite like a Standard Edition pool); `LookupError` for an unknown pool."""
     for candidate in topology.pools:
-        if candidate.name == pool and candidate.role is PoolRole.FRONTEND:
+        if candidate.name == pool and candidate.role in (PoolRole.FRONTEND, PoolRole.SBA):
             if candidate.edition is Edition.ENTERPRISE:
                 return PostgresStore(pool_dsn(topology, pool), pool=pool, retry_for=2.0)
             return SqliteStore(rundir.store_path(pool), pool=pool)

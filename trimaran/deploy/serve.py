@@ -19,6 +19,7 @@ from trimaran.cms.directory import Directory
 from trimaran.cms.follower import CmsFollower
 from trimaran.cms.liveness import PartnerWatch
 from trimaran.cms.service import CmsService
+from trimaran.cms.voicedoc import VoiceSource
 from trimaran.deploy.database import agent_url, databases_of, pool_dsn
 from trimaran.deploy.rundir import RunDir
 from trimaran.deploy.sites import SiteError, load_failed
@@ -29,6 +30,9 @@ from trimaran.roles.frontend.homing import DisasterRecovery, Homing
 from trimaran.roles.frontend.interpool import InterPool
 from trimaran.roles.frontend.pool import Peer
 from trimaran.roles.frontend.server import FrontEndServer
+from trimaran.roles.frontend.voice import VoiceRouting
+from trimaran.roles.mediation import mediation_port
+from trimaran.roles.mediation.server import MediationConfig, MediationServer
 from trimaran.store.base import Store, StoreUnavailable
 from trimaran.store.postgres import PostgresStore
 from trimaran.store.sqlite import SqliteStore
@@ -117,7 +121,9 @@ def disaster_recovery(topology: Topology, rundir: RunDir, name: str, pool: Pool,
                      local_host=resolver.server(name).address)
     backup = None
     partner = resolver.paired_pool(pool.name)
-    if partner is not None:
+    if pool.role is PoolRole.SBA:
+        backup = branch_backup(topology, rundir, name, pool, store, homing)
+    elif partner is not None:
         backup = BackupService(pool=pool.name, partner=partner.name,
                                partner_servers=partner.servers, store=store,
                                secret=rundir.pair_secret(pool.name, partner.name),
@@ -139,7 +145,34 @@ def disaster_recovery(topology: Topology, rundir: RunDir, name: str, pool: Pool,
                                 liveness=lambda: watch.current.state, is_leader=lambda: True,
                                 interval=topology.settings.heartbeat_seconds,
                                 local_host=local)
-    return DisasterRecovery(homing, cms, backup, watch, auto)
+    branches = tuple(
+        (liveness_watch(topology, sba, resolver.server(name).address),
+         BackupService(pool=pool.name, partner=sba.name, partner_servers=sba.servers,
+                       store=store, secret=rundir.pair_secret(sba.name, pool.name),
+                       records=lambda: homing.records, prefix=branch_prefix(sba.name),
+                       local_host=resolver.server(name).address))
+        for sba in resolver.pools(PoolRole.SBA)
+        if sba.backup_registrar == pool.name and pool.role is PoolRole.FRONTEND)
+    return DisasterRecovery(homing, cms, backup, watch, auto, branches=branches)
+
+
+def branch_prefix(sba: str) -> str:
+    """Where an SBA's one-way backup lands on its backup registrar (EV-5)."""
+    return f"/backup/branch/{sba}"
+
+
+def branch_backup(topology: Topology, rundir: RunDir, name: str, pool: Pool, store: Store,
+                  homing: Homing) -> BackupService | None:
+    """An SBA's Backup Service: its users and data shipped to its backup registrar."""
+    resolver = Resolver(topology)
+    central = resolver.backup_registrar(pool.name)
+    if central is None:
+        return None
+    return BackupService(pool=pool.name, partner=central.name,
+                         partner_servers=central.servers, store=store,
+                         secret=rundir.pair_secret(pool.name, central.name),
+                         records=lambda: homing.records, prefix=branch_prefix(pool.name),
+                         local_host=resolver.server(name).address)
 
 
 def third_site_witness(topology: Topology, sites: tuple[str, ...]) -> Server | None:
@@ -189,6 +222,50 @@ async def serve_dns(topology: Topology, name: str, pool: Pool) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await run_dns(DnsConfig(topology, spec, pool.site_of(spec)), stop)
+    return 0
+
+
+def mediation_config(topology: Topology, rundir: RunDir, name: str, pool: Pool, *,
+                     admin: bool = True) -> MediationConfig:
+    """The configuration of Mediation server `name` (or of an SBA's mediation half):
+    inbound calls go to the next-hop Front End pool (an SBA: itself), then to that
+    pool's backup registrar."""
+    resolver = Resolver(topology)
+    spec = resolver.server(name)
+    if pool.role is PoolRole.SBA:
+        hops: tuple[Server, ...] = (spec,)
+        home = pool.name
+    else:
+        home = pool.next_hop or ""
+        hops = resolver.servers_of(home) if home else ()
+    registrar = resolver.backup_registrar(home) if home else None
+    return MediationConfig(
+        server=name, pool=pool.name, host=spec.address, sip_port=mediation_port(pool, spec),
+        admin_port=spec.admin_port if admin else None, domain=topology.sip_domain,
+        secret=rundir.cms_secret(), next_hops=hops,
+        fallback_hops=registrar.servers if registrar is not None else ())
+
+
+async def serve_mediation(topology: Topology, rundir: RunDir, name: str, pool: Pool) -> int:
+    """Run Mediation server `name` until SIGTERM/SIGINT (EV-2, EV-3)."""
+    spec = Resolver(topology).server(name)
+    follower = CmsFollower(server=name, pool=pool.name, topology=topology,
+                           replica_path=rundir.cms_replica(name), secret=rundir.cms_secret(),
+                           local_host=spec.address)
+    source = VoiceSource(topology, lambda: follower.snapshot)
+    server = MediationServer(mediation_config(topology, rundir, name, pool), source.current)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await follower.start()
+        await server.start()
+        log.info("server %s ready", name)
+        await stop.wait()
+    finally:
+        await server.stop()
+        await follower.stop()
     return 0
 
 
@@ -247,7 +324,9 @@ async def serve(rundir: RunDir, name: str) -> int:
         return await serve_dns(topology, name, pool)
     if pool.role is PoolRole.DIRECTOR:
         return await serve_director(topology, rundir, name, pool)
-    if pool.role is not PoolRole.FRONTEND:
+    if pool.role is PoolRole.MEDIATION:
+        return await serve_mediation(topology, rundir, name, pool)
+    if pool.role not in (PoolRole.FRONTEND, PoolRole.SBA):
         log.error("server %s: %s pools are not runnable by this version yet", name, pool.role)
         return 1
     config = frontend_config(topology, rundir, name)
@@ -256,20 +335,33 @@ async def serve(rundir: RunDir, name: str) -> int:
     dr = disaster_recovery(topology, rundir, name, pool, store)
     local = Resolver(topology).server(name).address
     directory = Directory(topology, rundir.cms_secret(), local_host=local)
+    cms = dr.cms
+    assert cms is not None
+    voice_source = VoiceSource(topology, lambda: cms.snapshot)
+    mediation = None
+    if pool.role is PoolRole.SBA:    # EV-5: the branch's own mediation, beside the registrar
+        mediation = MediationServer(
+            mediation_config(topology, rundir, name, pool, admin=False), voice_source.current)
     server = FrontEndServer(config, store, wall_clock=time.time, dr=dr,
                             routes=StatusPage(overview).routes(),
                             interpool=InterPool(pool.name, rundir.cms_secret(), topology,
-                                                dr.homing, directory))
+                                                dr.homing, directory),
+                            voice=lambda fe: VoiceRouting(fe, voice_source,
+                                                          rundir.cms_secret(), topology))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
         await server.start()
+        if mediation is not None:
+            await mediation.start()
         log.info("server %s ready", name)
         await stop.wait()
         log.info("server %s stopping", name)
     finally:
+        if mediation is not None:
+            await mediation.stop()
         await server.stop()
         await directory.close()
         await overview.close()

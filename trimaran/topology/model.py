@@ -18,6 +18,8 @@ import ipaddress
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from trimaran.voice.model import VoiceConfig
+
 DEFAULT_SIP_PORT = 5060
 DEFAULT_ADMIN_PORT = 8080
 DEFAULT_DATABASE_PORT = 5432
@@ -215,7 +217,8 @@ class Pool:
       capacity          frontend: overrides of the FE-6 figures
       expected_users    frontend: users planned on this pool, checked against capacity
       edge_pool         frontend: the Edge pool relaying its media (EDGE-5)
-      next_hop          edge: the Director or Front End pool behind it (EDGE-4)
+      next_hop          edge: the Director or Front End pool behind it (EDGE-4);
+                        mediation: the Front End pool it hands PSTN calls to (EV-1)
       active_servers    chat: servers accepting connections; None means all (PC-2)
       auto_failover     frontend, paired: fail the pool over automatically when its
                         backup pool and a witness in a third site both see it down (DR-10)
@@ -302,6 +305,7 @@ class Topology:
     """A whole deployment: its SIP domain, sites, pools and settings.
 
     `federation_route` is the Edge pool outbound federation goes through (EDGE-3).
+    `voice` is the Enterprise Voice configuration (EV-1), None when there is none.
     Users are not part of the topology; they live in the store.
     """
 
@@ -311,6 +315,7 @@ class Topology:
     pools: tuple[Pool, ...]
     settings: Settings = field(default_factory=Settings)
     federation_route: str | None = None
+    voice: VoiceConfig | None = None
 
     @property
     def servers(self) -> tuple[Server, ...]:

@@ -1,4 +1,4 @@
-"""Topology rules about pools and their roles (TOP-2, DR-1, FE-6, BE, PC-2, METRO-1).
+"""Topology rules about pools and their roles (TOP-2, DR-1, FE-6, BE, PC-2, METRO-1, EV-1).
 
 Same contract as `trimaran.topology.rules`: each rule takes `Facts`, yields one
 violation per offending element with its path, and skips what another rule
@@ -26,8 +26,9 @@ from trimaran.topology.model import (
 )
 from trimaran.topology.rules import Facts, error, pool_path, server_path, warning
 
-FE, DIR, EDGE, SBA, CHAT = (
-    PoolRole.FRONTEND, PoolRole.DIRECTOR, PoolRole.EDGE, PoolRole.SBA, PoolRole.CHAT
+FE, DIR, EDGE, SBA, CHAT, MEDIATION = (
+    PoolRole.FRONTEND, PoolRole.DIRECTOR, PoolRole.EDGE, PoolRole.SBA, PoolRole.CHAT,
+    PoolRole.MEDIATION,
 )
 
 # Which roles may set each role-specific pool field.
@@ -40,7 +41,7 @@ ROLE_FIELDS: dict[str, frozenset[PoolRole]] = {
     "capacity": frozenset({FE}),
     "expected_users": frozenset({FE}),
     "edge_pool": frozenset({FE}),
-    "next_hop": frozenset({EDGE}),
+    "next_hop": frozenset({EDGE, MEDIATION}),
     "active_servers": frozenset({CHAT}),
 }
 # How a field is named in messages when its file key differs from the model's.
@@ -343,6 +344,18 @@ def check_edge(facts: Facts) -> Iterator[Violation]:
     route = facts.pool(t.federation_route)
     if route is not None and route.role is not EDGE:
         yield error("federation_route", f"{route.name} is a {route.role} pool, not an Edge pool")
+
+
+def check_mediation(facts: Facts) -> Iterator[Violation]:
+    """A mediation pool's next hop, where it hands inbound PSTN calls, is a Front End
+    pool (EV-1). (A mediation pool that carries a trunk but has no next hop is
+    reported by `trimaran.topology.voice_rules`.)"""
+    for i, pool in enumerate(facts.topology.pools):
+        hop = facts.pool(pool.next_hop) if pool.role is MEDIATION else None
+        if hop is not None and hop.role is not FE:
+            yield error(f"{pool_path(i)}.next_hop",
+                        f"next hop {hop.name} is a {hop.role} pool; a mediation pool hands "
+                        f"calls to a Front End pool")
 
 
 def check_stretched_pools(facts: Facts) -> Iterator[Violation]:

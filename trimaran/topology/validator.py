@@ -7,7 +7,8 @@ rules' violations, each with its path and line. Errors make a topology unusable;
 warnings are reported only (`has_errors` tells them apart).
 
 Adding a rule: write a function ``(Facts) -> Iterable[Violation]`` in
-`trimaran.topology.rules` or `trimaran.topology.pool_rules` and add it to `RULES`.
+`trimaran.topology.rules`, `trimaran.topology.pool_rules` or
+`trimaran.topology.voice_rules` and add it to `RULES`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from trimaran.topology import pool_rules, rules
+from trimaran.topology import pool_rules, rules, voice_rules
 from trimaran.topology.errors import TopologyError, Violation, format_violations, has_errors
 from trimaran.topology.loader import LoadResult, read_topology
 from trimaran.topology.model import Topology
@@ -53,9 +54,11 @@ RULES: tuple[Rule, ...] = (
     Rule("chat-servers", pool_rules.check_chat_servers),
     Rule("backend", pool_rules.check_backend),
     Rule("edge", pool_rules.check_edge),
+    Rule("mediation", pool_rules.check_mediation),
     Rule("stretched-pools", pool_rules.check_stretched_pools),
     Rule("sizing", pool_rules.check_sizing),
     Rule("settings", rules.check_settings),
+    Rule("voice", voice_rules.check_voice),
 )
 
 

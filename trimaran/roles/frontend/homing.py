@@ -162,21 +162,28 @@ class DisasterRecovery:
 
     def __init__(self, homing: Homing, cms: CmsService | None,
                  backup: BackupService | None, partner: PartnerWatch | None = None,
-                 auto: AutoFailover | None = None) -> None:
+                 auto: AutoFailover | None = None, *,
+                 branches: tuple[tuple[PartnerWatch, BackupService], ...] = ()) -> None:
         self.homing = homing
         self.cms = cms
         self.backup = backup
         self.partner = partner
         self.auto = auto
+        #: The SBAs this pool is backup registrar of (EV-5): their liveness, and the
+        #: receiving end of their one-way backup (routes only).
+        self.branches = branches
         if partner is not None:
             homing.watch(partner)
+        for watch, _ in branches:
+            homing.watch(watch)
         if cms is not None:
             cms.on_change = homing.update
 
     def routes(self) -> tuple[Route, ...]:
         """Admin endpoints of the CMS and the Backup Service."""
         return (self.cms.routes() if self.cms else ()) + \
-            (self.backup.routes() if self.backup else ())
+            (self.backup.routes() if self.backup else ()) + \
+            tuple(route for _, receiver in self.branches for route in receiver.routes())
 
     async def start(self) -> None:
         """Read the CMS (replica, then the master) before serving (DR-7), then ship."""
@@ -187,6 +194,8 @@ class DisasterRecovery:
             self.backup.start()
         if self.partner is not None:
             self.partner.start()
+        for watch, _ in self.branches:
+            watch.start()
         if self.auto is not None:
             self.auto.start()
 
@@ -196,6 +205,9 @@ class DisasterRecovery:
             await self.auto.stop()
         if self.partner is not None:
             await self.partner.stop()
+        for watch, receiver in self.branches:
+            await watch.stop()
+            await receiver.stop()
         if self.backup is not None:
             await self.backup.stop()
         if self.cms is not None:
@@ -215,6 +227,8 @@ class DisasterRecovery:
             result["cms"] = self.cms.status()
         if self.partner is not None:
             result["backup_registrar_of"] = self.partner.status()
+        if self.branches:
+            result["branches"] = {watch.pool: watch.status() for watch, _ in self.branches}
         if self.auto is not None:
             result["auto_failover"] = self.auto.status()
         if self.backup is not None:

@@ -33,6 +33,10 @@ log = logging.getLogger(__name__)
 DIALOG_METHODS = frozenset({"INVITE", "SUBSCRIBE", "REFER"})
 #: The sender's identity asserted between the pools of a deployment (`interpool`).
 ASSERTED = "X-Trimaran-Asserted"
+#: Headers a client must not pass on: the trunk and caller tokens of `trimaran.voice.trust`
+#: and P-Asserted-Identity (RFC 3325: set by the network, never taken from a user).
+TRUSTED_HEADERS = ("X-Trimaran-Trunk", "X-Trimaran-Pstn", "X-Trimaran-Trunk-Failure",
+                   "P-Asserted-Identity")
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +140,8 @@ class Proxy:
         out.headers.set("Max-Forwards", str((70 if mf is None else mf) - 1))
         out.headers.remove("Proxy-Authorization")  # §22.3: credentials are for us
         out.headers.remove(ASSERTED)               # only a target of another pool gets one
+        for name in TRUSTED_HEADERS:               # only servers of ours set these
+            out.headers.remove(name)
         for name, value in target.headers:
             out.headers.add(name, value)
         if target.route is not None:
@@ -216,6 +222,11 @@ class Proxy:
             self.endpoint.respond(txn, upstream)
         except TransactionError as exc:  # the upstream transaction already finished
             log.debug("response %s not relayed: %s", response.status, exc)
+
+    def abandon(self, ctx: ForkContext) -> None:
+        """Give up the branches still pending without ending the context (the caller
+        forks again): each is cancelled once it shows life (§9.1)."""
+        self._cancel_others(ctx, None)
 
     def cancel(self, ctx: ForkContext) -> None:
         """Cancel every branch still pending (upstream CANCEL, §16.10)."""

@@ -46,6 +46,7 @@ from trimaran.roles.frontend.registrar import (
 )
 from trimaran.roles.frontend.routing import Router
 from trimaran.roles.frontend.upkeep import Upkeep
+from trimaran.roles.frontend.voice import VoiceRouting
 from trimaran.sip.errors import SipParseError
 from trimaran.sip.headers import Headers
 from trimaran.sip.ids import new_tag
@@ -73,7 +74,8 @@ class FrontEndServer:
                  wall_clock: Callable[[], float] = time.time,
                  monotonic: Callable[[], float] = time.monotonic,
                  dr: DisasterRecovery | None = None, routes: tuple[Route, ...] = (),
-                 interpool: InterPool | None = None) -> None:
+                 interpool: InterPool | None = None,
+                 voice: Callable[[FrontEndServer], VoiceRouting] | None = None) -> None:
         self.config = config
         self.store = store
         self.dr = dr
@@ -118,6 +120,7 @@ class FrontEndServer:
                 dr.backup.is_shipper = self.is_shipper
             if dr.auto is not None:
                 dr.auto.is_leader = self.is_shipper
+        self.voice = voice(self) if voice is not None else None
         add_frontend_sources(self)
         self.contact_flows: dict[str, str] = {}                # contact URI -> local flow id
         self.outbound: dict[str, set[tuple[str, str]]] = {}   # flow id -> {(aor, key)}
@@ -186,6 +189,8 @@ class FrontEndServer:
                                     "at": d.at} for d in view.decisions]
         if self.dr is not None:
             status.update(self.dr.status())
+        if self.voice is not None:
+            status["voice"] = self.voice.status()
         return status
 
     def is_shipper(self) -> bool:
@@ -427,9 +432,15 @@ class FrontEndServer:
             self.reply(incoming, 403, "Relaying denied")
             return
         asserted = self.interpool.asserted(request) if self.interpool else None
-        sender = asserted or await self._authenticate(incoming)
+        pstn = self.voice.caller(request) if self.voice and not asserted else None
+        sender = asserted or pstn or await self._authenticate(incoming)
         if sender is None:
             return
+        if self.voice is not None and request.method == "INVITE" and asserted is None:
+            routed = await self.voice.route(incoming, sender, from_pstn=pstn is not None)
+            if routed is None:
+                return
+            incoming, request = routed, routed.request
         target = await self._resolve_user(request.uri)
         if self.interpool is not None and asserted is None:
             elsewhere = await self.interpool.serving_pool(target, request.uri)
