@@ -227,7 +227,7 @@ def test_role_specific_fields_only_on_their_roles_and_front_ends_need_an_edition
         ("pools[2].edition", "error"),
     }
     assert message(text, "pools[1].next_hop") == (
-        "next_hop does not apply to a director pool (only: edge)"
+        "next_hop does not apply to a director pool (only: edge, mediation)"
     )
 
 

@@ -3,7 +3,6 @@ End pools, Mediation pools (or SBAs) and PSTN gateways played by SIPp."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import time
@@ -27,7 +26,7 @@ class Voice:
     """A running deployment in `rundir` with its gateways and clients."""
 
     rundir: Path
-    gateways: dict[str, SippGateway]
+    gateways: dict[str, SippGateway] = field(default_factory=dict)
     agents: dict[str, UserAgent] = field(default_factory=dict)
 
     def cli(self, *args: str, check: bool = True, timeout: float = 120) -> str:
@@ -82,24 +81,36 @@ class Voice:
             await ua.close()
         self.agents.clear()
 
+    async def start_gateways(self, addresses: dict[str, str], workdir: Path) -> None:
+        """SIPp gateways (name -> address), answering, for one test (SIPp runs as a child
+        of the test's event loop)."""
+        for name, address in addresses.items():
+            gateway = SippGateway(address, 5060, mode="answer", workdir=workdir / name)
+            await gateway.start()
+            self.gateways[name] = gateway
+
+    async def stop_gateways(self) -> None:
+        for gateway in self.gateways.values():
+            with contextlib.suppress(Exception):
+                await gateway.kill()
+        self.gateways.clear()
+
+    async def close(self) -> None:
+        """After a test: clients and gateways gone."""
+        await self.close_agents()
+        await self.stop_gateways()
+
 
 @contextlib.contextmanager
-def running_voice(tmp_path: Path, topology: str,
-                  gateways: dict[str, SippGateway]) -> Iterator[Voice]:
-    """`trimaran up` of `topology` with the SIPp gateways started first; everything
-    stopped afterwards, whatever happened. (Synchronous: a module's tests share it,
-    each with its own event loop; clients are per test.)"""
+def running_voice(tmp_path: Path, topology: str) -> Iterator[Voice]:
+    """`trimaran up` of `topology`, brought down afterwards whatever happened.
+    (Synchronous: a module's tests share it, each with its own event loop; clients and
+    gateways are per test.)"""
     path = tmp_path / "topology.yaml"
     path.write_text(topology)
     rundir = tmp_path / "run"
-    deployment = Voice(rundir, gateways)
+    trimaran("up", str(path), "--dir", str(rundir), timeout=120)
     try:
-        for gateway in gateways.values():
-            asyncio.run(gateway.start())
-        trimaran("up", str(path), "--dir", str(rundir), timeout=120)
-        yield deployment
+        yield Voice(rundir)
     finally:
         trimaran("down", "--dir", str(rundir), check=False, timeout=120)
-        for gateway in gateways.values():
-            with contextlib.suppress(Exception):
-                asyncio.run(gateway.stop())

@@ -165,8 +165,10 @@ def _check_gateways(facts: Facts, voice: _Voice) -> Iterator[Violation]:
             yield error(_at("gateways", i, "port"),
                         f"port {gateway.port} is not in 1..65535 ({what})")
         elif ip is not None:
-            other = taken.setdefault((ip, gateway.port), f"{what} at {_at('gateways', i)}")
-            if not other.endswith(f" at {_at('gateways', i)}"):
+            other = taken.get((ip, gateway.port))
+            if other is None:
+                taken[(ip, gateway.port)] = f"{what} at {_at('gateways', i)}"
+            else:
                 yield error(_at("gateways", i, "address"),
                             f"{gateway.hostport} ({what}) is already used by {other}")
         if gateway.site is not None and gateway.site not in facts.sites:
