@@ -30,8 +30,9 @@ class Voice:
     agents: dict[str, UserAgent] = field(default_factory=dict)
 
     def cli(self, *args: str, check: bool = True, timeout: float = 120) -> str:
-        return trimaran(*args, "--dir", str(self.rundir), check=check,
-                        timeout=timeout).stdout
+        """Run the CLI on this deployment: its output (and errors, when not `check`)."""
+        result = trimaran(*args, "--dir", str(self.rundir), check=check, timeout=timeout)
+        return result.stdout if check else result.stdout + result.stderr
 
     def add_user(self, name: str, pool: str, number: str) -> None:
         self.cli("user", "add", f"sip:{name}@{DOMAIN}", "--password", f"{name}-pw",
@@ -54,19 +55,21 @@ class Voice:
         call = await ua.invite(f"sip:{dialled}@{DOMAIN};user=phone", SDP)
         return call, time.monotonic() - started
 
-    def status(self, address: str, port: int = 8080) -> dict[str, object]:
-        with urllib.request.urlopen(f"http://{address}:{port}/status", timeout=2) as resp:
+    def status(self, address: str, port: int = 8080,
+               path: str = "/status") -> dict[str, object]:
+        with urllib.request.urlopen(f"http://{address}:{port}{path}", timeout=2) as resp:
             value = json.loads(resp.read())
         assert isinstance(value, dict)
         return value
 
     async def wait_gateway(self, mediation: list[str], gateway: str, state: str,
                            timeout: float = 15) -> None:
-        """Wait until every Mediation server (admin addresses) sees `gateway` in `state`."""
+        """Wait until every Mediation server (admin addresses) sees `gateway` in `state`
+        (an SBA's mediation half reports on its registrar's admin API)."""
         async def seen() -> bool:
             for address in mediation:
                 try:
-                    gateways = self.status(address)["gateways"]
+                    gateways = self.status(address, path="/mediation/status")["gateways"]
                 except OSError:
                     return False
                 assert isinstance(gateways, list)

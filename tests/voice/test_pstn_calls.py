@@ -7,6 +7,8 @@ load, and calls from a gateway reaching the user whose number was called."""
 from __future__ import annotations
 
 import asyncio
+import json
+import textwrap
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -25,6 +27,28 @@ FE = Address("tcp", "127.0.27.1", 5060)
 MEDIATION = ["127.0.27.11", "127.0.27.12"]
 GATEWAYS = {"gw1": "127.0.27.51", "gw2": "127.0.27.52"}
 FAST_FAILOVER = 2.0
+VOICE = rf"""
+fast_failover_seconds: {FAST_FAILOVER}
+probe_interval_seconds: 1
+probe_timeout_seconds: 0.5
+gateways:
+  - {{name: gw1, address: 127.0.27.51, site: dc1}}
+  - {{name: gw2, address: 127.0.27.52, site: dc1}}
+trunks:
+  - {{name: t1, mediation_pool: med1, gateway: gw1}}
+  - {{name: t2, mediation_pool: med1, gateway: gw2}}
+routes:
+  - {{name: national, pattern: '^\+1\d{{10}}$', usages: [national], trunks: [t1, t2]}}
+voice_policies:
+  - {{name: default, usages: [national]}}
+dial_plans:
+  - name: redmond
+    rules:
+      - {{name: extension, pattern: '^(\d{{5}})$', translation: '+14255550100;ext=$1'}}
+      - {{name: national, pattern: '^1?(\d{{10}})$', translation: '+1$1'}}
+default_dial_plan: redmond
+default_voice_policy: default
+"""
 TOPOLOGY = rf"""
 name: voice-calls
 sip_domain: {DOMAIN}
@@ -42,27 +66,7 @@ pools:
     next_hop: fe1
     servers: [{{name: med1a, address: 127.0.27.11}}, {{name: med1b, address: 127.0.27.12}}]
 voice:
-  fast_failover_seconds: {FAST_FAILOVER}
-  probe_interval_seconds: 1
-  probe_timeout_seconds: 0.5
-  gateways:
-    - {{name: gw1, address: 127.0.27.51, site: dc1}}
-    - {{name: gw2, address: 127.0.27.52, site: dc1}}
-  trunks:
-    - {{name: t1, mediation_pool: med1, gateway: gw1}}
-    - {{name: t2, mediation_pool: med1, gateway: gw2}}
-  routes:
-    - {{name: national, pattern: '^\+1\d{{10}}$', usages: [national], trunks: [t1, t2]}}
-  voice_policies:
-    - {{name: default, usages: [national]}}
-  dial_plans:
-    - name: redmond
-      rules:
-        - {{name: extension, pattern: '^(\d{{5}})$', translation: '+14255550100;ext=$1'}}
-        - {{name: national, pattern: '^1?(\d{{10}})$', translation: '+1$1'}}
-  default_dial_plan: redmond
-  default_voice_policy: default
-"""
+{textwrap.indent(VOICE, "  ")}"""
 
 
 @pytest.fixture(scope="module")
@@ -244,3 +248,34 @@ async def _up(address: str) -> bool:
             return bool(resp.status == 200)
     except OSError:
         return False
+
+
+async def test_a_published_voice_configuration_is_used_by_the_servers(
+        healthy: Voice, tmp_path: Path) -> None:
+    """EV-1: `voice publish` puts a new configuration in the CMS (validated first: a
+    route without trunk is refused with its path); `voice route` explains a dial; the
+    next calls follow the new trunk order (gw2 first)."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(VOICE.replace("trunks: [t1, t2]", "trunks: []"))
+    refused = healthy.cli("voice", "publish", str(bad), check=False)
+    assert "routes[0].trunks" in refused, refused
+    good = tmp_path / "voice.yaml"
+    good.write_text(VOICE.replace("trunks: [t1, t2]", "trunks: [t2, t1]"))
+    try:
+        healthy.cli("voice", "publish", str(good))
+        explained = json.loads(healthy.cli("voice", "route", "425 555 0199", "--user",
+                                           f"sip:alice@{DOMAIN}", "--json"))
+        assert explained["number"] == "+14255550199"
+        assert [a["trunk"] for a in explained["attempts"]] == ["t2", "t1"]
+        gw2 = healthy.gateways["gw2"]
+
+        async def follows_the_new_order() -> bool:
+            before = len(_uris(gw2))
+            call, _ = await healthy.dial("alice", "4255550199")
+            await call.bye()
+            return len(_uris(gw2)) == before + 1
+        await wait_for(follows_the_new_order, 15, "calls on gw2 first", interval=0.5)
+    finally:
+        original = tmp_path / "original.yaml"
+        original.write_text(VOICE)
+        healthy.cli("voice", "publish", str(original))

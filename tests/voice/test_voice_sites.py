@@ -20,6 +20,7 @@ from tests.voice.gateway import SippCaller
 from trimaran.client.ua import UAConfig, UserAgent
 from trimaran.deploy.sites import cut_between, netfilter_problem, uncut
 from trimaran.net.transport import Address
+from trimaran.roles.frontend.presence import basic_pidf
 
 pytestmark = pytest.mark.timeout(420)
 
@@ -95,6 +96,9 @@ def voice(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Voice]:
 async def gateways(voice: Voice, tmp_path: Path) -> AsyncIterator[Voice]:
     try:
         await voice.start_gateways(GATEWAYS, tmp_path)
+        for mediation, gateway in (("127.0.28.11", "gw-dc1"), ("127.0.28.12", "gw-dc2"),
+                                   ("127.0.28.21", "gw-branch")):
+            await voice.wait_gateway([mediation], gateway, "up")
         yield voice
     finally:
         await voice.close()
@@ -140,7 +144,6 @@ async def test_a_cut_branch_wan_keeps_branch_users_calling_through_the_branch_ga
     chain = "TRIMARAN-VOICE-WAN"
     cut_between(chain, BRANCH, CENTRAL)
     try:
-        await asyncio.sleep(1.0)           # past a keepalive or two: the cut is in effect
         branch_gw = voice.gateways["gw-branch"]
         before = len(branch_gw.received())
         call, _ = await voice.dial("b1", "4255550123")
@@ -169,6 +172,9 @@ async def test_a_dead_sba_sends_branch_users_to_the_backup_registrar_still_calli
     try:
         await wait_for(lambda: _is(_on(b1, FE1)), 30, "b1 signed in to fe1")
         assert b1.mode == "resiliency"
+        refused = await b1.publish(basic_pidf(f"sip:b1@{DOMAIN}", "open", "busy"))
+        assert refused.status == 503                      # EV-7: refused, and told why
+        assert "presence" in (refused.headers.get("Warning") or "").lower(), refused
         central = voice.gateways["gw-dc1"]
         before = len(central.received())
         call, _ = await voice.dial("b1", "4255550124")

@@ -25,7 +25,7 @@ from trimaran.topology.model import PoolRole, Topology
 from trimaran.topology.resolver import Resolver
 from trimaran.topology.voice_loader import dump_voice, read_voice
 from trimaran.topology.voice_rules import validate_voice
-from trimaran.voice.features import table_rows
+from trimaran.voice.features import markdown_table, table_rows
 from trimaran.voice.model import VoiceConfig
 from trimaran.voice.routing import explain
 
@@ -199,11 +199,8 @@ def status_cmd(rundir: str | None, as_json: bool) -> None:
 @json_option
 def features_cmd(as_json: bool) -> None:
     """Which features work in each failure mode (EV-7)."""
-    rows = table_rows()
     if as_json:
-        echo_json(rows)
+        echo_json(table_rows())
         return
-    for row in rows:
-        click.echo("  ".join(f"{value!s:<22}" for value in
-                             (row.values() if isinstance(row, dict) else row)))
+    click.echo(markdown_table())
 

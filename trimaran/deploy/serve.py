@@ -343,7 +343,8 @@ async def serve(rundir: RunDir, name: str) -> int:
         mediation = MediationServer(
             mediation_config(topology, rundir, name, pool, admin=False), voice_source.current)
     server = FrontEndServer(config, store, wall_clock=time.time, dr=dr,
-                            routes=StatusPage(overview).routes(),
+                            routes=StatusPage(overview).routes()
+                            + (mediation.status_routes() if mediation else ()),
                             interpool=InterPool(pool.name, rundir.cms_secret(), topology,
                                                 dr.homing, directory),
                             voice=lambda fe: VoiceRouting(fe, voice_source,

@@ -55,6 +55,7 @@ from trimaran.sip.transaction import TransactionError
 from trimaran.sip.uri import URI
 from trimaran.store.base import Store, StoreError, StoreUnavailable
 from trimaran.store.model import Binding
+from trimaran.voice.features import Feature, Mode, why_unavailable
 
 log = logging.getLogger(__name__)
 
@@ -627,8 +628,13 @@ class FrontEndServer:
         if self.dr is not None:
             st = await self.dr.homing.standing(user)
             if not st.serve or st.read_only:
+                headers = Headers([("Retry-After", RETRY_AFTER)])
+                if st.mode == "resiliency":     # EV-7: the feature table's reason
+                    why = why_unavailable(Feature.PRESENCE_PUBLISH, Mode.BACKUP_REGISTRAR)
+                    host, port = self.sip_address
+                    headers.add("Warning", f'399 {host}:{port} "{why}"')
                 self.reply(incoming, 503, f"Presence cannot change here: {st.reason}"[:120],
-                           headers=Headers([("Retry-After", RETRY_AFTER)]))
+                           headers=headers)
                 return
         await self.presence.publish(incoming, user)
 

@@ -103,7 +103,7 @@ class MediationServer:
             app.router.add_get("/health", self._health)
             app.router.add_get("/status", self._status)
             app.router.add_get("/metrics", self.metrics.handle)
-            add_routes(app, self.routes)
+            add_routes(app, self.routes + self.status_routes())
             self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
             await self._runner.setup()
             await web.TCPSite(self._runner, cfg.host, cfg.admin_port).start()
@@ -369,6 +369,10 @@ class MediationServer:
         return out
 
     # -- admin -------------------------------------------------------------------------
+    def status_routes(self) -> tuple[Route, ...]:
+        """``GET /mediation/status`` (the SBA serves it beside its registrar's API)."""
+        return (("/mediation/status", "mediation-status", (("GET", self._status),)),)
+
     async def _health(self, request: web.Request) -> web.Response:
         body = {"healthy": self.started, "reason": "serving" if self.started else "starting",
                 "server": self.config.server, "role": "mediation"}
