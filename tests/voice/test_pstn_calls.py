@@ -10,6 +10,7 @@ import asyncio
 import json
 import textwrap
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -204,6 +205,9 @@ async def test_a_call_from_the_pstn_reaches_the_user_whose_number_was_called(
                           from_number="+12065550199")
     refused = await stranger.run(calls=1, rate=1, hold_ms=0)
     assert refused.successful == 0 and refused.final_codes.get(403) == 1, refused.describe()
+    metrics = _metrics("127.0.27.12")
+    assert 'mediation_calls_total{direction="inbound",result="answered"} 2.0' in metrics
+    assert 'mediation_gateway_up{gateway="gw1"} 1.0' in metrics
 
 
 async def test_killing_a_mediation_server_under_load_loses_no_new_call(
@@ -243,7 +247,6 @@ async def test_killing_a_mediation_server_under_load_loses_no_new_call(
 
 async def _up(address: str) -> bool:
     try:
-        import urllib.request
         with urllib.request.urlopen(f"http://{address}:8080/health", timeout=1) as resp:
             return bool(resp.status == 200)
     except OSError:
@@ -279,3 +282,8 @@ async def test_a_published_voice_configuration_is_used_by_the_servers(
         original = tmp_path / "original.yaml"
         original.write_text(VOICE)
         healthy.cli("voice", "publish", str(original))
+
+
+def _metrics(address: str) -> str:
+    with urllib.request.urlopen(f"http://{address}:8080/metrics", timeout=2) as resp:
+        return str(resp.read().decode())
