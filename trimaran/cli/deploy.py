@@ -276,8 +276,11 @@ def status(rundir: str | None, as_json: bool, web: bool) -> None:
         health_text = "healthy" if row["healthy"] else \
             ("DRAINING" if why == "HTTP 503" and _draining(row) else f"DOWN ({why})")
         extra = row["status"]
-        bindings = f"  bindings {extra.get('bindings')}" if isinstance(extra, dict) and extra \
-            else ""
+        bindings = ""
+        if isinstance(extra, dict) and "calls_active" in extra:       # a Mediation server
+            bindings = f"  calls {extra.get('calls_active')}"
+        elif isinstance(extra, dict) and extra:
+            bindings = f"  bindings {extra.get('bindings')}"
         click.echo(f"  {row['server']:<12} {row['pool']:<10} {row['sip']:<20} "
                    f"{health_text}{bindings}")
     for database in databases:
