@@ -186,7 +186,8 @@ async def test_a_gateway_that_never_answers_fails_over_after_the_fast_failover_t
 async def test_a_call_from_the_pstn_reaches_the_user_whose_number_was_called(
         healthy: Voice) -> None:
     """EV-2: a gateway's call to +14255550101 through either Mediation server rings
-    alice; a source that is not a gateway of the pool is refused."""
+    alice; a source that is not a gateway of the pool is refused; a number nobody has
+    is 404 (no relaying from trunk to trunk)."""
     alice = healthy.agents["alice"]
 
     async def answer_all(count: int) -> None:
@@ -205,6 +206,9 @@ async def test_a_call_from_the_pstn_reaches_the_user_whose_number_was_called(
                           from_number="+12065550199")
     refused = await stranger.run(calls=1, rate=1, hold_ms=0)
     assert refused.successful == 0 and refused.final_codes.get(403) == 1, refused.describe()
+    unassigned = await SippCaller("127.0.27.52", "127.0.27.12:5060",
+                                  to_number="+14255559999").run(calls=1, rate=1)
+    assert unassigned.final_codes.get(404) == 1, unassigned.describe()   # never sent out again
     metrics = _metrics("127.0.27.12")
     assert 'mediation_calls_total{direction="inbound",result="answered"} 2.0' in metrics
     assert 'mediation_gateway_up{gateway="gw1"} 1.0' in metrics
