@@ -8,6 +8,7 @@ from __future__ import annotations
 import click
 
 from trimaran import __version__
+from trimaran.cli.apps import apps
 from trimaran.cli.db import db
 from trimaran.cli.demo import demo
 from trimaran.cli.deploy import agent, down, serve, server, status, up
@@ -26,7 +27,7 @@ def cli() -> None:
 
 
 for command in (topology, up, down, status, server, site, serve, agent, db, user, demo, pool,
-                backup, cms, drill, voice):
+                backup, cms, drill, voice, apps):
     cli.add_command(command)
 
 

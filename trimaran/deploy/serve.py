@@ -12,8 +12,11 @@ import time
 from trimaran.admin.overview import Overview
 from trimaran.admin.overview_model import AgentEndpoint
 from trimaran.admin.statuspage import StatusPage
+from trimaran.apps.registry import APPLICATIONS
+from trimaran.apps.server import APP_PORT_OFFSET, AppServer, AppServerConfig
 from trimaran.backend.witness import run_witness
 from trimaran.backup.service import BackupService
+from trimaran.cms.appsdoc import AppsSource
 from trimaran.cms.autofailover import AutoFailover
 from trimaran.cms.directory import Directory
 from trimaran.cms.follower import CmsFollower
@@ -25,6 +28,7 @@ from trimaran.deploy.rundir import RunDir
 from trimaran.deploy.sites import SiteError, load_failed
 from trimaran.roles.director.server import DirectorConfig, DirectorServer
 from trimaran.roles.dns.server import DnsConfig, run_dns
+from trimaran.roles.frontend.apps import AppRouter
 from trimaran.roles.frontend.config import FrontEndConfig
 from trimaran.roles.frontend.homing import DisasterRecovery, Homing
 from trimaran.roles.frontend.interpool import InterPool
@@ -225,6 +229,20 @@ async def serve_dns(topology: Topology, name: str, pool: Pool) -> int:
     return 0
 
 
+def application_server(topology: Topology, rundir: RunDir, name: str, pool: Pool,
+                       store: Store, source: AppsSource) -> AppServer:
+    """The application server beside Front End server `name`, with every application."""
+    spec = Resolver(topology).server(name)
+    config = AppServerConfig(server=name, pool=pool.name, host=spec.address,
+                             sip_port=spec.sip_port + APP_PORT_OFFSET,
+                             frontend_port=spec.sip_port, domain=topology.sip_domain,
+                             secret=rundir.cms_secret())
+    server = AppServer(config, source.current, source.document, store=store)
+    for make in APPLICATIONS:
+        server.add(make(server.context))
+    return server
+
+
 def mediation_config(topology: Topology, rundir: RunDir, name: str, pool: Pool, *,
                      admin: bool = True) -> MediationConfig:
     """The configuration of Mediation server `name` (or of an SBA's mediation half):
@@ -339,16 +357,24 @@ async def serve(rundir: RunDir, name: str) -> int:
     assert cms is not None
     voice_source = VoiceSource(topology, lambda: cms.snapshot)
     mediation = None
+    app_server = None
+    apps_source = AppsSource(lambda: cms.snapshot)
     if pool.role is PoolRole.SBA:    # EV-5: the branch's own mediation, beside the registrar
         mediation = MediationServer(
             mediation_config(topology, rundir, name, pool, admin=False), voice_source.current)
+    else:                            # APP-1..7: the pool's applications
+        app_server = application_server(topology, rundir, name, pool, store, apps_source)
     server = FrontEndServer(config, store, wall_clock=time.time, dr=dr,
                             routes=StatusPage(overview).routes()
                             + (mediation.status_routes() if mediation else ()),
                             interpool=InterPool(pool.name, rundir.cms_secret(), topology,
                                                 dr.homing, directory),
                             voice=lambda fe: VoiceRouting(fe, voice_source,
-                                                          rundir.cms_secret(), topology))
+                                                          rundir.cms_secret(), topology),
+                            apps=None if app_server is None else
+                            lambda fe: AppRouter(fe, apps_source.current,
+                                                 rundir.cms_secret(), topology),
+                            app_status=app_server.status if app_server else None)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -357,12 +383,16 @@ async def serve(rundir: RunDir, name: str) -> int:
         await server.start()
         if mediation is not None:
             await mediation.start()
+        if app_server is not None:
+            await app_server.start()
         log.info("server %s ready", name)
         await stop.wait()
         log.info("server %s stopping", name)
     finally:
         if mediation is not None:
             await mediation.stop()
+        if app_server is not None:
+            await app_server.stop()
         await server.stop()
         await directory.close()
         await overview.close()

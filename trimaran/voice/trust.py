@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from dataclasses import dataclass
 
 from trimaran.sip.errors import SipParseError
 from trimaran.sip.headers import NameAddr
@@ -28,7 +29,7 @@ PSTN_HEADER = "X-Trimaran-Pstn"
 #: Why a call failed on a trunk (so the Front End moves to the next trunk): ``gateway``
 #: (it refused, failed or did not answer in time) — absent when the callee answered.
 FAILURE_HEADER = "X-Trimaran-Trunk-Failure"
-HEADERS = (TRUNK_HEADER, PSTN_HEADER, FAILURE_HEADER)
+HEADERS = (TRUNK_HEADER, PSTN_HEADER, FAILURE_HEADER, "X-Trimaran-App")
 _TOKEN = ";token="
 
 
@@ -75,3 +76,49 @@ def verified_caller(secret: bytes, request: Request) -> str | None:
     caller = str(named.uri)
     given = named.param("token") or ""
     return caller if _check(given, _mac(secret, "pstn", caller, request)) else None
+
+
+# -- Front End → application server ------------------------------------------------------
+APP_HEADER = "X-Trimaran-App"
+
+
+@dataclass(frozen=True, slots=True)
+class AppClaim:
+    """What a Front End asks of a pool's application server: the application (`kind`),
+    the pool owning the item (`owner`), the item (`target`: a number, a meeting id),
+    and the authenticated sender (an AOR, or a PSTN caller's URI)."""
+
+    kind: str
+    owner: str
+    target: str
+    sender: str
+
+
+def _app_subject(claim: AppClaim) -> str:
+    return f"{claim.kind}|{claim.owner}|{claim.target}|{claim.sender}"
+
+
+def app_header(secret: bytes, claim: AppClaim, request: Request) -> str:
+    """The `APP_HEADER` value handing `request` to an application server (set the
+    Request-URI first: the token covers it)."""
+    mac = _mac(secret, "app", _app_subject(claim), request)
+    return (f"<{claim.sender}>;kind={claim.kind};owner={claim.owner};"
+            f"target=\"{claim.target}\"{_TOKEN}{mac}")
+
+
+def verified_app(secret: bytes, request: Request) -> AppClaim | None:
+    """The claim a Front End made for `request`, when its token verifies."""
+    value = request.headers.get(APP_HEADER)
+    if not value:
+        return None
+    try:
+        named = NameAddr.parse(value)
+    except SipParseError:
+        return None
+    target = (named.param("target") or "").strip('"')
+    claim = AppClaim(named.param("kind") or "", named.param("owner") or "", target,
+                     str(named.uri))
+    given = named.param("token") or ""
+    if not claim.kind or not _check(given, _mac(secret, "app", _app_subject(claim), request)):
+        return None
+    return claim

@@ -36,7 +36,7 @@ ASSERTED = "X-Trimaran-Asserted"
 #: Headers a client must not pass on: the trunk and caller tokens of `trimaran.voice.trust`
 #: and P-Asserted-Identity (RFC 3325: set by the network, never taken from a user).
 TRUSTED_HEADERS = ("X-Trimaran-Trunk", "X-Trimaran-Pstn", "X-Trimaran-Trunk-Failure",
-                   "P-Asserted-Identity")
+                   "X-Trimaran-App", "P-Asserted-Identity")
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +170,18 @@ class Proxy:
             ctx.branches.append(branch)
             branch.task = asyncio.ensure_future(self._run_branch(ctx, branch))
         return ctx
+
+    def add_branch(self, ctx: ForkContext, target: Target) -> bool:
+        """Fork a pending request to one more target (group call pickup, APP-6): False
+        when the request was answered or cancelled already."""
+        if ctx.answered or ctx.cancelled or ctx.best.done():
+            return False
+        record = ctx.incoming.request.method in DIALOG_METHODS and \
+            not ctx.incoming.request.to.tag
+        branch = _Branch(self.prepare(ctx.incoming.request, target, record_route=record), target)
+        ctx.branches.append(branch)
+        branch.task = asyncio.ensure_future(self._run_branch(ctx, branch))
+        return True
 
     async def _run_branch(self, ctx: ForkContext, branch: _Branch) -> Response:
         def provisional(response: Response, _: Flow | None) -> None:

@@ -29,6 +29,7 @@ from trimaran.client.ua import uri_address
 from trimaran.cms.failover import Standing
 from trimaran.net.endpoint import IncomingRequest, SipEndpoint
 from trimaran.net.transport import Address, Flow, TransportConfig, TransportError
+from trimaran.roles.frontend.apps import AppRouter
 from trimaran.roles.frontend.authn import RequestAuthenticator
 from trimaran.roles.frontend.cache import BindingCache
 from trimaran.roles.frontend.config import FrontEndConfig
@@ -52,6 +53,7 @@ from trimaran.sip.headers import Headers
 from trimaran.sip.ids import new_tag
 from trimaran.sip.message import Request
 from trimaran.sip.transaction import TransactionError
+from trimaran.sip.transaction_server import ServerTransaction
 from trimaran.sip.uri import URI
 from trimaran.store.base import Store, StoreError, StoreUnavailable
 from trimaran.store.model import Binding
@@ -76,7 +78,9 @@ class FrontEndServer:
                  monotonic: Callable[[], float] = time.monotonic,
                  dr: DisasterRecovery | None = None, routes: tuple[Route, ...] = (),
                  interpool: InterPool | None = None,
-                 voice: Callable[[FrontEndServer], VoiceRouting] | None = None) -> None:
+                 voice: Callable[[FrontEndServer], VoiceRouting] | None = None,
+                 apps: Callable[[FrontEndServer], AppRouter] | None = None,
+                 app_status: Callable[[], dict[str, object]] | None = None) -> None:
         self.config = config
         self.store = store
         self.dr = dr
@@ -122,6 +126,10 @@ class FrontEndServer:
             if dr.auto is not None:
                 dr.auto.is_leader = self.is_shipper
         self.voice = voice(self) if voice is not None else None
+        self.apps = apps(self) if apps is not None else None
+        self._app_status = app_status
+        #: INVITE transactions ringing each user here (their fork contexts: `proxy`)
+        self.ringing: dict[str, list[ServerTransaction]] = {}
         add_frontend_sources(self)
         self.contact_flows: dict[str, str] = {}                # contact URI -> local flow id
         self.outbound: dict[str, set[tuple[str, str]]] = {}   # flow id -> {(aor, key)}
@@ -192,6 +200,8 @@ class FrontEndServer:
             status.update(self.dr.status())
         if self.voice is not None:
             status["voice"] = self.voice.status()
+        if self._app_status is not None:
+            status["apps"] = self._app_status()
         return status
 
     def is_shipper(self) -> bool:
@@ -437,6 +447,9 @@ class FrontEndServer:
         sender = asserted or pstn or await self._authenticate(incoming)
         if sender is None:
             return
+        if self.apps is not None and await self.apps.route(incoming, sender,
+                                                           from_pstn=pstn is not None):
+            return
         if self.voice is not None and request.method == "INVITE" and asserted is None:
             routed = await self.voice.route(incoming, sender, from_pstn=pstn is not None)
             if routed is None:
@@ -463,7 +476,21 @@ class FrontEndServer:
             self.reply(incoming, 480, "User offline")
             return
         refresh = (lambda: self._targets(target)) if target is not None else None
-        await self.router.forward(incoming, targets, refresh)
+        ringing = request.method == "INVITE" and target is not None and \
+            incoming.transaction is not None
+        if ringing:       # group call pickup finds calls ringing a user here (APP-6)
+            assert target is not None and incoming.transaction is not None
+            self.ringing.setdefault(target, []).append(incoming.transaction)
+        try:
+            await self.router.forward(incoming, targets, refresh)
+        finally:
+            if ringing:
+                assert target is not None
+                calls = self.ringing.get(target, [])
+                if incoming.transaction in calls:
+                    calls.remove(incoming.transaction)
+                if not calls:
+                    self.ringing.pop(target, None)
 
     async def _answer_lookup(self, incoming: IncomingRequest, aor: str) -> None:
         """A peer asks us to deliver to `aor` if the user is registered on this server."""
@@ -573,6 +600,9 @@ class FrontEndServer:
         await self._route_in_dialog(incoming)
 
     async def _handle_refer(self, incoming: IncomingRequest) -> None:
+        if not incoming.request.to.tag and not incoming.request.routes:
+            await self._route(incoming)          # e.g. park a call (APP-1)
+            return
         await self._route_in_dialog(incoming)
 
     async def _route_in_dialog(self, incoming: IncomingRequest) -> None:
@@ -608,6 +638,9 @@ class FrontEndServer:
             return
         if not self._is_local(request.uri):
             self.reply(incoming, 403, "Relaying denied")
+            return
+        if (request.headers.get("Event") or "").split(";")[0].strip() == "conference":
+            await self._route(incoming)          # a conference's roster (APP-7, RFC 4575)
             return
         watcher = await self._authenticate(incoming)
         if watcher is not None:

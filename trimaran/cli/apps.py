@@ -1,0 +1,187 @@
+"""`trimaran apps ...`: the call-management applications (SPEC APP-1..APP-7).
+
+    apps validate FILE [--topology T | --dir RUNDIR]   check an applications file
+    apps publish FILE --dir RUNDIR                      validate, then make it the CMS's
+    apps audio add FILE --dir RUNDIR                    store an audio file (by SHA-256)
+    apps show --dir RUNDIR [--json]                     the configuration in use
+    apps status --dir RUNDIR [--json]                   each pool's application servers
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import click
+
+from trimaran.apps.loader import dump_apps, read_apps
+from trimaran.apps.model import AppsConfig
+from trimaran.apps.rules import validate_apps
+from trimaran.apps.server import AUDIO_PREFIX
+from trimaran.cli.common import dir_option, echo_json, fail, json_option, open_rundir
+from trimaran.cms.appsdoc import APPS_KEY
+from trimaran.deploy.dr import Deployment, DrError, call
+from trimaran.topology.errors import Violation, format_violations, has_errors
+from trimaran.topology.loader import load_topology
+from trimaran.topology.model import PoolRole, Topology
+
+MAX_AUDIO_BYTES = 700 * 1024       # base64 of it fits a CMS document (1 MiB)
+
+
+@click.group()
+def apps() -> None:
+    """Call Park, group pickup, Response Groups, unassigned numbers, conferences."""
+
+
+def _topology(topology_file: str | None, rundir: str | None) -> Topology:
+    if topology_file is not None:
+        return load_topology(topology_file)
+    return load_topology(open_rundir(rundir).topology)
+
+
+def _checked(file: str, topology: Topology) -> tuple[AppsConfig, list[Violation]]:
+    loaded = read_apps(file)
+    violations = list(loaded.violations)
+    if loaded.config is not None:
+        violations += validate_apps(loaded.config, topology)
+    if has_errors(violations) or loaded.config is None:
+        fail(f"{file} is not a valid applications configuration:\n"
+             f"{format_violations(violations)}")
+    return loaded.config, violations
+
+
+def _write(dep: Deployment, key: str, body: str) -> dict[str, Any]:
+    """Compare-and-set a CMS document on the master; refuse with the reason."""
+    try:
+        master, snapshot = dep.cms_master()
+    except DrError as exc:
+        fail(str(exc))
+    current = next((d for d in snapshot.get("documents", []) if d.get("key") == key), None)
+    status, answer = dep.first(master, "POST", "/cms/documents", {
+        "key": key, "body": body, "check": True,
+        "expect_version": int(current["version"]) if current else None}, key=dep.cms_key)
+    if status != 200:
+        fail(f"the CMS master {master} refused {key}: {answer.get('error', status)}")
+    dep.poke_all()
+    return {"master": master, **answer}
+
+
+@apps.command("validate")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--topology", "topology_file", type=click.Path(exists=True, dir_okay=False),
+              help="the topology to check references against (default: the deployment's)")
+@dir_option
+def validate_cmd(file: str, topology_file: str | None, rundir: str | None) -> None:
+    """Check an applications configuration FILE."""
+    _, violations = _checked(file, _topology(topology_file, rundir))
+    if violations:
+        click.echo(format_violations(violations))
+    click.echo(f"{file}: valid")
+
+
+@apps.command("publish")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@dir_option
+@json_option
+def publish_cmd(file: str, rundir: str | None, as_json: bool) -> None:
+    """Validate FILE and make it the deployment's applications configuration (CMS);
+    every audio file it names must have been added (`apps audio add`)."""
+    dep = Deployment(open_rundir(rundir))
+    config, violations = _checked(file, dep.topology)
+    for violation in violations:
+        click.echo(f"warning: {violation.path}: {violation.message}", err=True)
+    _, snapshot = _master(dep)
+    keys = {str(d.get("key")) for d in snapshot.get("documents", [])}
+    missing = [a.name for a in config.audio if AUDIO_PREFIX + a.sha256 not in keys]
+    if missing:
+        fail(f"audio not in the CMS: {', '.join(missing)} (add each with `trimaran apps "
+             f"audio add FILE`)")
+    answer = _write(dep, APPS_KEY, dump_apps(config))
+    result = {"version": answer["version"], "master": answer["master"],
+              "workflows": len(config.workflows), "call_park": len(config.call_park),
+              "unassigned": len(config.unassigned), "group_pickup": len(config.group_pickup)}
+    if as_json:
+        echo_json(result)
+        return
+    click.echo(f"applications published at CMS version {answer['version']} on "
+               f"{answer['master']}: {len(config.call_park)} call park, "
+               f"{len(config.group_pickup)} group pickup, {len(config.workflows)} response "
+               f"group workflow(s), {len(config.unassigned)} unassigned range(s)")
+
+
+def _master(dep: Deployment) -> tuple[str, dict[str, Any]]:
+    try:
+        return dep.cms_master()
+    except DrError as exc:
+        fail(str(exc))
+
+
+@apps.group("audio")
+def audio() -> None:
+    """Audio files for announcements, welcome messages and music on hold."""
+
+
+@audio.command("add")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@dir_option
+@json_option
+def audio_add(file: str, rundir: str | None, as_json: bool) -> None:
+    """Store FILE (WAV: G.711 µ-law or 16-bit PCM, 8 kHz mono) in the CMS under its
+    SHA-256; print the SHA-256 to name it in the applications file."""
+    data = Path(file).read_bytes()
+    if len(data) > MAX_AUDIO_BYTES:
+        fail(f"{file} is {len(data)} bytes; audio files are limited to {MAX_AUDIO_BYTES}")
+    from trimaran.apps.audio import AudioError, read_wav
+    try:
+        read_wav(data)
+    except AudioError as exc:
+        fail(f"{file}: {exc}")
+    sha = hashlib.sha256(data).hexdigest()
+    answer = _write(Deployment(open_rundir(rundir)), AUDIO_PREFIX + sha,
+                    base64.b64encode(data).decode())
+    if as_json:
+        echo_json({"sha256": sha, "bytes": len(data), "version": answer["version"]})
+        return
+    click.echo(sha)
+
+
+@apps.command("show")
+@dir_option
+@json_option
+def show_cmd(rundir: str | None, as_json: bool) -> None:
+    """The applications configuration in use."""
+    dep = Deployment(open_rundir(rundir))
+    _, snapshot = _master(dep)
+    doc = next((d for d in snapshot.get("documents", []) if d.get("key") == APPS_KEY), None)
+    if doc is None:
+        fail("no applications configuration was published (`trimaran apps publish FILE`)")
+    if as_json:
+        echo_json({"version": doc["version"], "yaml": doc["body"]})
+        return
+    click.echo(f"# applications configuration, CMS version {doc['version']}")
+    click.echo(str(doc["body"]))
+
+
+@apps.command("status")
+@dir_option
+@json_option
+def status_cmd(rundir: str | None, as_json: bool) -> None:
+    """Each Front End server's application server: calls and applications."""
+    run = open_rundir(rundir)
+    topology = load_topology(run.topology)
+    rows = []
+    for pool in topology.pools:
+        if pool.role is not PoolRole.FRONTEND:
+            continue
+        for spec in pool.servers:
+            status, body = call(spec, "GET", "/status", timeout=1.5)
+            rows.append({"server": spec.name, "pool": pool.name, "reachable": status == 200,
+                         "apps": body.get("apps") if status == 200 else None})
+    if as_json:
+        echo_json(rows)
+        return
+    for row in rows:
+        click.echo(f"{row['server']:<12} {row['pool']:<10} "
+                   + (str(row["apps"]) if row["reachable"] else "unreachable"))
