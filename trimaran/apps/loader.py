@@ -76,7 +76,7 @@ if TYPE_CHECKING:
 
 APPS_ROOT = ""
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-_DOCUMENT = "apps configuration"
+_DOCUMENT = "call-management configuration"
 
 
 @dataclass(frozen=True, slots=True)

@@ -122,9 +122,18 @@ class AppRouter:
             return None
         for number in self._numbers(user, sender):
             owner_of = config.owner_of(number)
-            if owner_of is not None:
-                return owner_of[0], owner_of[1], number
+            if owner_of is None:
+                continue
+            if owner_of[0] == "unassigned" and await self._assigned(number):
+                return None        # a user has it now: a range is for numbers nobody has
+            return owner_of[0], owner_of[1], number
         return None
+
+    async def _assigned(self, number: str) -> bool:
+        try:
+            return await self.server.store.users.by_number(number) is not None
+        except StoreUnavailable:
+            return False
 
     def _numbers(self, user: str, sender: str) -> list[str]:
         """The numbers a dialled user part may be: as dialled, then normalized."""

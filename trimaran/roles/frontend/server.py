@@ -33,6 +33,7 @@ from trimaran.roles.frontend.apps import AppRouter
 from trimaran.roles.frontend.authn import RequestAuthenticator
 from trimaran.roles.frontend.cache import BindingCache
 from trimaran.roles.frontend.config import FrontEndConfig
+from trimaran.roles.frontend.delivery import Delivery
 from trimaran.roles.frontend.homing import DisasterRecovery
 from trimaran.roles.frontend.interpool import InterPool
 from trimaran.roles.frontend.metrics import add_frontend_sources
@@ -127,6 +128,7 @@ class FrontEndServer:
                 dr.auto.is_leader = self.is_shipper
         self.voice = voice(self) if voice is not None else None
         self.apps = apps(self) if apps is not None else None
+        self.delivery = Delivery(self)
         self._app_status = app_status
         #: INVITE transactions ringing each user here (their fork contexts: `proxy`)
         self.ringing: dict[str, list[ServerTransaction]] = {}
@@ -288,7 +290,7 @@ class FrontEndServer:
             log.warning("entering resiliency mode: back end unreachable (%s)", why)
             self.mode = "resiliency"
 
-    async def _authenticate(self, incoming: IncomingRequest) -> str | None:
+    async def authenticate(self, incoming: IncomingRequest) -> str | None:
         outcome = await self.auth.authenticate(incoming.request, now=self.wall_clock())
         if outcome.user is not None:
             return outcome.user
@@ -302,7 +304,7 @@ class FrontEndServer:
         host, port = self.sip_address
         return uri.user is None and uri.host == host and (uri.port or 5060) == port
 
-    def _is_local(self, uri: URI) -> bool:
+    def is_local(self, uri: URI) -> bool:
         """True when `uri` names our domain or this server."""
         if uri.scheme == "tel":
             return True
@@ -331,14 +333,14 @@ class FrontEndServer:
     # -- REGISTER -----------------------------------------------------------------
     async def _handle_register(self, incoming: IncomingRequest) -> None:
         request = incoming.request
-        if not self._is_local(request.uri):
+        if not self.is_local(request.uri):
             self.reply(incoming, 404, "Not a domain of this registrar")
             return
         if self.draining:
             self.reply(incoming, 503, "Server draining, register elsewhere",
                        headers=Headers([("Retry-After", RETRY_AFTER)]))
             return
-        user = await self._authenticate(incoming)
+        user = await self.authenticate(incoming)
         if user is None:
             return
         if incoming.flow.reliable and not self.endpoint.transport.is_open(incoming.flow):
@@ -406,126 +408,14 @@ class FrontEndServer:
 
     # -- requests routed to users -------------------------------------------------
     async def _handle_invite(self, incoming: IncomingRequest) -> None:
-        await self._route(incoming)
+        await self.delivery.route(incoming)
 
     async def _handle_message(self, incoming: IncomingRequest) -> None:
-        await self._route(incoming)
+        await self.delivery.route(incoming)
 
     async def _route(self, incoming: IncomingRequest) -> None:
-        request = incoming.request
-        routes = request.routes
-        if routes and self.proxy.is_our_route(routes[0]):
-            flow_id, valid = self.router.flow_of_route(routes[0])
-            if flow_id is not None:
-                if not valid:
-                    self.reply(incoming, 403, "Invalid flow token")
-                    return
-                self.router.relay_to_flow(incoming, flow_id)
-                return
-            lookup = self.router.lookup_of_route(routes[0], request.uri)
-            if lookup is not None:
-                await self._answer_lookup(incoming, lookup)
-                return
-        if request.to.tag:
-            await self._in_dialog(incoming)
-            return
-        if routes and self.proxy.is_our_route(routes[0]):
-            # RFC 3261 §16.4: a Route naming us (a Front End of another pool pushes one,
-            # `interpool`) is ours to remove, not the user's to see.
-            request = request.copy()
-            request.headers.pop_first("Route")
-            incoming = IncomingRequest(request, incoming.transaction, incoming.flow)
-        mf = request.max_forwards
-        if mf is not None and mf <= 0:
-            self.reply(incoming, 483)
-            return
-        if not self._is_local(request.uri):
-            self.reply(incoming, 403, "Relaying denied")
-            return
-        asserted = self.interpool.asserted(request) if self.interpool else None
-        pstn = self.voice.caller(request) if self.voice and not asserted else None
-        sender = asserted or pstn or await self._authenticate(incoming)
-        if sender is None:
-            return
-        if self.apps is not None and await self.apps.route(incoming, sender,
-                                                           from_pstn=pstn is not None):
-            return
-        if self.voice is not None and request.method == "INVITE" and asserted is None:
-            routed = await self.voice.route(incoming, sender, from_pstn=pstn is not None)
-            if routed is None:
-                return
-            incoming, request = routed, routed.request
-        target = await self._resolve_user(request.uri)
-        if self.interpool is not None and asserted is None:
-            elsewhere = await self.interpool.serving_pool(target, request.uri)
-            if elsewhere is not None:   # another pool serves the user: send it there
-                targets = self.interpool.targets(elsewhere, request.uri, sender, request)
-                await self.router.forward(incoming, targets[:1],
-                                          _others(targets[1:]) if targets[1:] else None)
-                return
-        targets = await self._targets(target) if target is not None else []
-        if not targets and self.mode != "full" and self.membership is not None:
-            # Resiliency mode and this server never saw the user: ask the peers, each of
-            # which knows the users registered on it (FE-7).
-            aor = target or URI("sip", request.uri.user, None, self.config.domain).aor
-            targets = self.router.lookup_targets(aor, request.uri)
-        if target is None and not targets:
-            self.reply(incoming, 404, "No such user")
-            return
-        if not targets:
-            self.reply(incoming, 480, "User offline")
-            return
-        refresh = (lambda: self._targets(target)) if target is not None else None
-        ringing = request.method == "INVITE" and target is not None and \
-            incoming.transaction is not None
-        if ringing:       # group call pickup finds calls ringing a user here (APP-6)
-            assert target is not None and incoming.transaction is not None
-            self.ringing.setdefault(target, []).append(incoming.transaction)
-        try:
-            await self.router.forward(incoming, targets, refresh)
-        finally:
-            if ringing:
-                assert target is not None
-                calls = self.ringing.get(target, [])
-                if incoming.transaction in calls:
-                    calls.remove(incoming.transaction)
-                if not calls:
-                    self.ringing.pop(target, None)
+        await self.delivery.route(incoming)
 
-    async def _answer_lookup(self, incoming: IncomingRequest, aor: str) -> None:
-        """A peer asks us to deliver to `aor` if the user is registered on this server."""
-        request = incoming.request.copy()
-        request.headers.pop_first("Route")
-        local = [b for b in await self.bindings_for(aor) if b.server == self.config.server]
-        targets = [t for t in (self.router.target_for(b) for b in local) if t is not None]
-        if not targets:
-            self.reply(incoming, 480, "Not registered on this server")
-            return
-        await self.router.forward(IncomingRequest(request, incoming.transaction,
-                                                  incoming.flow), targets, None)
-
-    async def _targets(self, aor: str) -> list[Target]:
-        bindings = await self.bindings_for(aor)
-        targets = [self.router.target_for(b) for b in bindings[: self.config.max_fork]]
-        return [t for t in targets if t is not None]
-
-    async def _resolve_user(self, uri: URI) -> str | None:
-        number = uri.user if uri.scheme == "tel" else (
-            uri.user if uri.user and uri.param("user") == "phone" else None)
-        if self.mode != "full" and number is None:
-            aor = URI("sip", uri.user, None, self.config.domain).aor
-            return aor if self.cache.knows(aor) else None
-        try:
-            if number is not None:
-                found = await self.store.users.by_number(number)
-                return found.aor if found else None
-            aor = URI("sip", uri.user, None, self.config.domain).aor
-            user = await self.store.users.get(aor)
-        except StoreUnavailable as exc:
-            self.enter_resiliency(str(exc))
-            aor = URI("sip", uri.user, None, self.config.domain).aor
-            return aor if self.cache.knows(aor) else None
-        return user.aor if user is not None and user.enabled else None
 
     def _reach_flow(self, flow: Flow, remote_target: str) -> Address | Flow:
         """How to send a request to a UA we hold a dialog with (NOTIFY)."""
@@ -534,12 +424,12 @@ class FrontEndServer:
         return uri_address(URI.parse(remote_target), flow.transport)
 
     # -- in-dialog requests ---------------------------------------------------------
-    async def _in_dialog(self, incoming: IncomingRequest) -> None:
+    async def in_dialog(self, incoming: IncomingRequest) -> None:
         request = incoming.request
         routes = request.routes
         if not routes or not self.proxy.is_our_route(routes[0]):
-            if request.method == "SUBSCRIBE" and self._is_local(request.uri):
-                watcher = await self._authenticate(incoming)
+            if request.method == "SUBSCRIBE" and self.is_local(request.uri):
+                watcher = await self.authenticate(incoming)
                 if watcher is not None:
                     await self.presence.subscribe(incoming, watcher)
                 return
@@ -574,7 +464,7 @@ class FrontEndServer:
                 self.router.relay_to_flow(incoming, flow_id)
                 return
         if incoming.request.to.tag and routes:
-            await self._in_dialog(incoming)
+            await self.in_dialog(incoming)
 
     async def _handle_bye(self, incoming: IncomingRequest) -> None:
         await self._route_in_dialog(incoming)
@@ -615,7 +505,7 @@ class FrontEndServer:
                 else:
                     self.reply(incoming, 403, "Invalid flow token")
                 return
-        await self._in_dialog(incoming)
+        await self.in_dialog(incoming)
 
     async def _handle_cancel(self, incoming: IncomingRequest) -> None:
         invite = self.endpoint.transactions.find_invite(incoming.request)
@@ -636,21 +526,21 @@ class FrontEndServer:
         if request.routes and self.proxy.is_our_route(request.routes[0]):
             await self._route_in_dialog(incoming)
             return
-        if not self._is_local(request.uri):
+        if not self.is_local(request.uri):
             self.reply(incoming, 403, "Relaying denied")
             return
         if (request.headers.get("Event") or "").split(";")[0].strip() == "conference":
             await self._route(incoming)          # a conference's roster (APP-7, RFC 4575)
             return
-        watcher = await self._authenticate(incoming)
+        watcher = await self.authenticate(incoming)
         if watcher is not None:
             await self.presence.subscribe(incoming, watcher)
 
     async def _handle_publish(self, incoming: IncomingRequest) -> None:
-        if not self._is_local(incoming.request.uri):
+        if not self.is_local(incoming.request.uri):
             self.reply(incoming, 403, "Relaying denied")
             return
-        user = await self._authenticate(incoming)
+        user = await self.authenticate(incoming)
         if user is None:
             return
         if self.mode != "full":
@@ -673,7 +563,7 @@ class FrontEndServer:
 
     async def _handle_options(self, incoming: IncomingRequest) -> None:
         request = incoming.request
-        if request.uri.user and self._is_local(request.uri) and not request.to.tag:
+        if request.uri.user and self.is_local(request.uri) and not request.to.tag:
             await self._route(incoming)
             return
         self.reply(incoming, 200, headers=Headers([("Allow", ALLOW),
@@ -720,12 +610,3 @@ _HANDLERS: dict[str, Handler] = {
     for name in dir(FrontEndServer) if name.startswith("_handle_")
 }
 
-
-def _others(rest: list[Target]) -> Callable[[], Awaitable[list[Target]]]:
-    """The refresh of a forward to another pool: its next server each time one fails
-    (one at a time: two servers of a pool would both deliver to the user)."""
-    left = list(rest)
-
-    async def refresh() -> list[Target]:
-        return [left.pop(0)] if left else []
-    return refresh
