@@ -227,3 +227,9 @@ def test_arbitrary_bytes_only_ever_raise_resource_lists_error(data: bytes) -> No
         parse_resource_lists(data, OWNER)
     except ResourceListsError as error:
         assert error.status in (400, 409)
+
+
+def test_an_unknown_declared_encoding_is_a_clear_400_not_a_crash() -> None:
+    """Bad input gets a clear error: the XML declaration names an encoding nobody has."""
+    with pytest.raises(ResourceListsError, match="unknown encoding"):
+        parse_xml(b'<?xml version="1.0" encoding="ATF-8"?><resource-lists/>')

@@ -122,6 +122,8 @@ def parse_xml(data: bytes) -> ET.Element:
         reason = expat.ErrorString(exc.code) if exc.code is not None else str(exc)
         raise ResourceListsError(
             f"malformed XML: {reason} at line {exc.lineno}, column {exc.offset}") from None
+    except (LookupError, UnicodeError) as exc:     # an unknown or wrong declared encoding
+        raise ResourceListsError(f"malformed XML: {exc}") from None
     return builder.close()
 
 

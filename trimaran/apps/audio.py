@@ -2,12 +2,14 @@
 frames, and the RTP packets that carry them (RFC 3550, payload type 0, RFC 3551).
 
 A WAV file is accepted when it is 8 kHz mono, either G.711 µ-law already (format 7)
-or 16-bit linear PCM (format 1, encoded here with the G.711 µ-law table). No I/O,
-no clock: `rtp_packets` returns the packets; `trimaran.apps.rtp` sends them.
+or 16-bit linear PCM (format 1, encoded here with the G.711 µ-law table), also when
+its fmt chunk is the WAVE_FORMAT_EXTENSIBLE form of one of those. No I/O, no clock:
+`rtp_packets` returns the packets; `trimaran.apps.rtp` sends them.
 """
 
 from __future__ import annotations
 
+import functools
 import struct
 from dataclasses import dataclass
 
@@ -15,6 +17,7 @@ FRAME_SAMPLES = 160                 # 20 ms at 8 kHz
 PCMU = 0
 MAX_WAV_BYTES = 4 * 1024 * 1024
 _BIAS, _CLIP = 0x84, 32635
+_FORMAT_PCM, _FORMAT_ULAW, _FORMAT_EXTENSIBLE = 1, 7, 0xFFFE
 
 
 class AudioError(ValueError):
@@ -54,6 +57,12 @@ def linear_to_ulaw(sample: int) -> int:
     return ~(sign | (exponent << 4) | mantissa) & 0xFF
 
 
+@functools.cache
+def _ulaw_table() -> bytes:
+    """µ-law of every 16-bit sample, indexed by the sample + 32768."""
+    return bytes(linear_to_ulaw(s) for s in range(-32768, 32768))
+
+
 def read_wav(data: bytes) -> Audio:
     """Parse a RIFF/WAVE file into µ-law samples; `AudioError` naming the problem."""
     if len(data) > MAX_WAV_BYTES:
@@ -68,10 +77,7 @@ def read_wav(data: bytes) -> Audio:
         if len(body) < size:
             raise AudioError(f"chunk {chunk!r} truncated")
         if chunk == b"fmt ":
-            if size < 16:
-                raise AudioError("fmt chunk too short")
-            tag, channels, rate, _, _, bits = struct.unpack_from("<HHIIHH", body)
-            fmt = (tag, channels, rate, bits)
+            fmt = _format(body)
         elif chunk == b"data":
             if fmt is None:
                 raise AudioError("data before fmt")
@@ -80,16 +86,33 @@ def read_wav(data: bytes) -> Audio:
     raise AudioError("no data chunk")
 
 
+def _format(body: bytes) -> tuple[int, int, int, int]:
+    """(format tag, channels, rate, bits) of a fmt chunk; an extensible one gives the
+    tag of its sub-format (the first two bytes of its GUID)."""
+    if len(body) < 16:
+        raise AudioError("fmt chunk too short")
+    tag, channels, rate, _, _, bits = struct.unpack_from("<HHIIHH", body)
+    if tag == _FORMAT_EXTENSIBLE:
+        if len(body) < 26:
+            raise AudioError("extensible fmt chunk too short")
+        tag = struct.unpack_from("<H", body, 24)[0]
+    return tag, channels, rate, bits
+
+
 def _decode(fmt: tuple[int, int, int, int], body: bytes) -> Audio:
     tag, channels, rate, bits = fmt
     if channels != 1 or rate != 8000:
         raise AudioError(f"need 8000 Hz mono, got {rate} Hz with {channels} channel(s)")
-    if tag == 7 and bits == 8:
+    if not body:
+        raise AudioError("data chunk holds no samples")
+    if tag == _FORMAT_ULAW and bits == 8:
         return Audio(bytes(body))
-    if tag == 1 and bits == 16:
-        count = len(body) // 2
-        samples = struct.unpack(f"<{count}h", body[:count * 2])
-        return Audio(bytes(linear_to_ulaw(s) for s in samples))
+    if tag == _FORMAT_PCM and bits == 16:
+        if len(body) % 2:
+            raise AudioError(f"16-bit PCM data of {len(body)} bytes: not whole samples")
+        table = _ulaw_table()
+        samples = struct.unpack(f"<{len(body) // 2}h", body)
+        return Audio(bytes(table[s + 32768] for s in samples))
     raise AudioError(f"need G.711 µ-law (format 7, 8 bits) or 16-bit PCM (format 1), "
                      f"got format {tag} with {bits} bits")
 

@@ -15,20 +15,51 @@ PACKET_INTERVAL = 0.020
 
 
 def offer_address(sdp: bytes) -> tuple[str, int] | None:
-    """The (address, port) an SDP offer wants audio sent to, None when it has none."""
-    host: str | None = None
-    port: int | None = None
-    for raw in sdp.decode("utf-8", "replace").splitlines():
-        line = raw.strip()
-        if line.startswith("c=IN IP4 ") and host is None:
-            host = line.split()[2].split("/")[0]
-        elif line.startswith("m=audio "):
-            fields = line.split()
-            if len(fields) > 1 and fields[1].isdigit():
-                port = int(fields[1])
-    if host is None or port is None or port == 0:
+    """The (address, port) an SDP offer wants audio sent to: its first audio stream's
+    port, and that stream's ``c=`` line or else the session's (RFC 4566 §5.7); None
+    when it has no usable audio stream (none, port 0, no IPv4 address)."""
+    media = _first_audio(sdp)
+    if media is None:
+        return None
+    session_host, lines = media
+    port_field = lines[0].split()[1] if len(lines[0].split()) > 1 else ""
+    port = int(port_field) if port_field.isdigit() else 0
+    host = next((_c_host(line) for line in lines[1:] if line.startswith("c=")), session_host)
+    if host is None or not 0 < port < 65536:
         return None
     return host, port
+
+
+def offers_pcmu(sdp: bytes) -> bool:
+    """True when the offer's first audio stream lists payload type 0 (PCMU), the only
+    one we send."""
+    media = _first_audio(sdp)
+    return media is not None and "0" in media[1][0].split()[3:]
+
+
+def _first_audio(sdp: bytes) -> tuple[str | None, list[str]] | None:
+    """The session-level ``c=`` host and the lines of the first ``m=audio`` section."""
+    session_host: str | None = None
+    section: list[str] | None = None
+    for raw in sdp.decode("utf-8", "replace").splitlines():
+        line = raw.strip()
+        if line.startswith("m="):
+            if section is not None:
+                break
+            if line.startswith("m=audio "):
+                section = [line]
+        elif section is not None:
+            section.append(line)
+        elif line.startswith("c=") and session_host is None:
+            session_host = _c_host(line)
+    return None if section is None else (session_host, section)
+
+
+def _c_host(line: str) -> str | None:
+    fields = line[2:].split()
+    if len(fields) < 3 or fields[0] != "IN" or fields[1] != "IP4":
+        return None
+    return fields[2].split("/")[0]
 
 
 def answer_sdp(host: str, port: int, *, session: int | None = None) -> bytes:
@@ -62,23 +93,26 @@ class RtpSender:
 
     async def play(self, audio: Audio, remote: tuple[str, int],
                    stop: asyncio.Event | None = None) -> int:
-        """Send `audio` to `remote` in real time; return the packets sent (fewer when
-        `stop` is set meanwhile)."""
+        """Send `audio` to `remote` in real time; return the packets this play sent
+        (fewer when `stop` is set or the sender closed meanwhile). `sent` counts every
+        play's packets."""
         assert self._transport is not None, "open() first"
         loop = asyncio.get_running_loop()
         packets = rtp_packets(audio, ssrc=random.getrandbits(32),
                               sequence=random.getrandbits(16),
                               timestamp=random.getrandbits(32))
         start = loop.time()
+        sent = 0
         for i, packet in enumerate(packets):
-            if stop is not None and stop.is_set():
-                break
             delay = start + i * PACKET_INTERVAL - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
+            if (stop is not None and stop.is_set()) or self._transport is None:
+                break
             self._transport.sendto(packet, remote)
+            sent += 1
             self.sent += 1
-        return self.sent
+        return sent
 
     def close(self) -> None:
         """Release the socket."""

@@ -703,6 +703,9 @@ class UserAgent:
             self.endpoint.reply(incoming, 200, headers=Headers([("Contact",
                                 str(self.contact()))]), body=call.remote_body)
             return
+        if request.headers.get("Replaces") is not None:
+            self._replace(incoming)
+            return
         tag = new_tag()
         call = Call(self, request.call_id, False, incoming=incoming, local_tag=tag,
                     remote_body=request.body)
@@ -711,6 +714,36 @@ class UserAgent:
         self.endpoint.reply(incoming, 180, to_tag=tag)
         call.state = CallState.RINGING
         self.incoming_calls.put_nowait(call)
+
+    def _replace(self, incoming: IncomingRequest) -> None:
+        """RFC 3891: an INVITE replacing an established call of ours is answered 200 at
+        once with our SDP of that call, which is then hung up; the new call arrives on
+        `incoming_calls` already established. No such call: 481."""
+        request = incoming.request
+        call_id, *params = (request.headers.get("Replaces") or "").split(";")
+        tags = {name.strip(): value.strip()
+                for name, _, value in (p.partition("=") for p in params)}
+        old = self.calls.get(call_id.strip())
+        if old is None or old.dialog is None or old.state is not CallState.ESTABLISHED \
+                or (old.dialog.id.local_tag, old.dialog.id.remote_tag) != \
+                (tags.get("to-tag"), tags.get("from-tag")):
+            self.endpoint.reply(incoming, 481, "Call Does Not Exist", to_tag=new_tag())
+            return
+        answered = old.incoming.transaction.last_response \
+            if old.incoming is not None and old.incoming.transaction is not None else None
+        ours = old.invite.body if old.outgoing and old.invite is not None else \
+            (answered.body if answered is not None else b"")
+        call = Call(self, request.call_id, False, incoming=incoming, local_tag=new_tag(),
+                    remote_body=request.body)
+        call.dialog = Dialog.from_uas(request, call.local_tag or "")
+        self.calls[call.call_id] = call
+
+        async def take_over() -> None:
+            await self.answer_call(call, 200, ours, "application/sdp")
+            with contextlib.suppress(RuntimeError):
+                await old.bye()
+            self.incoming_calls.put_nowait(call)
+        self._spawn(take_over())
 
     def _handle_ack(self, incoming: IncomingRequest) -> None:
         call = self.calls.get(incoming.request.call_id)

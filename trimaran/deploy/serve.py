@@ -366,7 +366,9 @@ async def serve(rundir: RunDir, name: str) -> int:
         app_server = application_server(topology, rundir, name, pool, store, apps_source)
     server = FrontEndServer(config, store, wall_clock=time.time, dr=dr,
                             routes=StatusPage(overview).routes()
-                            + (mediation.status_routes() if mediation else ()),
+                            + (mediation.status_routes() if mediation else ())
+                            + __import__("trimaran.roles.frontend.pickup", fromlist=["_"])
+                            .pickup_routes(lambda: server, rundir.cms_secret()),  # type: ignore[has-type]
                             interpool=InterPool(pool.name, rundir.cms_secret(), topology,
                                                 dr.homing, directory),
                             voice=lambda fe: VoiceRouting(fe, voice_source,
