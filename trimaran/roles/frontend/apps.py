@@ -111,11 +111,7 @@ class AppRouter:
         if user.startswith(AGENT_PREFIX):
             group = user[len(AGENT_PREFIX):]
             for workflow in config.workflows:
-                try:
-                    groups = config.queue(workflow.queue).agent_groups
-                except KeyError:
-                    continue
-                if group in groups:
+                if group in _groups_reached(config, workflow.queue):
                     return "agent", workflow.pool, group
             return None
         if not user or request.method not in ("INVITE", "MESSAGE"):
@@ -208,6 +204,26 @@ class AppRouter:
                  status, why)
         self.server.reply(incoming, status, why[:120], headers=Headers([
             ("Warning", f'399 {host}:{port} "{why[:200]}"'), ("Retry-After", "5")]))
+
+
+def _groups_reached(config: AppsConfig, first: str) -> set[str]:
+    """The agent groups of queue `first` and of every queue its actions lead to."""
+    seen: set[str] = set()
+    groups: set[str] = set()
+    pending = [first]
+    while pending:
+        name = pending.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            queue = config.queue(name)
+        except KeyError:
+            continue
+        groups.update(queue.agent_groups)
+        pending += [a.target for a in (queue.timeout_action, queue.overflow_action)
+                    if a.action.value == "queue" and a.target]
+    return groups
 
 
 def _next(rest: list[Target]) -> Callable[[], Awaitable[list[Target]]] | None:
