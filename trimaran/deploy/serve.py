@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import signal
@@ -387,6 +388,8 @@ async def serve(rundir: RunDir, name: str) -> int:
             await mediation.start()
         if app_server is not None:
             await app_server.start()
+        gc.collect()
+        gc.freeze()          # start-up's objects live as long as the process: never rescan
         log.info("server %s ready", name)
         await stop.wait()
         log.info("server %s stopping", name)
