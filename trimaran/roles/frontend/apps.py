@@ -36,7 +36,7 @@ from trimaran.sip.uri import URI
 from trimaran.store.base import StoreUnavailable
 from trimaran.topology.model import Topology
 from trimaran.topology.resolver import Resolver
-from trimaran.voice.features import Feature, Mode, why_unavailable
+from trimaran.voice.features import TITLES, Feature, Mode, why_unavailable
 from trimaran.voice.routing import assignment, clean_dialled, normalize
 from trimaran.voice.trust import APP_HEADER, AppClaim, app_header
 
@@ -80,9 +80,14 @@ class AppRouter:
         own = self.server.config.pool
         if serving != own:
             return await self._elsewhere(incoming, serving, sender)
-        if not from_pstn and await self._in_resiliency(sender):
-            feature = FEATURES.get(kind)
-            why = why_unavailable(feature, Mode.BACKUP_REGISTRAR) if feature else None
+        feature = FEATURES.get(kind)
+        if feature is not None and not from_pstn:
+            why: str | None = None
+            if self.server.mode != "full":       # our own Back End is away (FE-7)
+                why = f"{TITLES[feature]} is not available while this pool's Back End is " \
+                      f"unreachable (resiliency mode)"
+            elif await self._in_resiliency(sender):
+                why = why_unavailable(feature, Mode.BACKUP_REGISTRAR)
             if why is not None:
                 self._refuse(incoming, 503, why)
                 return True
@@ -158,8 +163,7 @@ class AppRouter:
         return record.serving_pool() if record is not None else owner
 
     async def _in_resiliency(self, sender: str) -> bool:
-        if self.server.mode != "full":
-            return True
+        """True when `sender` is signed in here because its home pool is down (DR-8)."""
         if self.server.dr is None:
             return False
         try:
