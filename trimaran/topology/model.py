@@ -120,6 +120,15 @@ class Server:
     admin_port: int = DEFAULT_ADMIN_PORT
     site: str | None = None
     dns_port: int | None = None
+    external_address: str | None = None   # edge: the address remote users and partners use
+    external_port: int | None = None      # edge: its SIP port there (None: sip_port)
+
+    @property
+    def external_endpoint(self) -> Endpoint | None:
+        """Where an Edge server accepts SIP from outside (None for other servers)."""
+        if self.external_address is None:
+            return None
+        return Endpoint(self.external_address, self.external_port or self.sip_port)
 
     @property
     def dns_endpoint(self) -> Endpoint:
@@ -222,6 +231,7 @@ class Pool:
       active_servers    chat: servers accepting connections; None means all (PC-2)
       auto_failover     frontend, paired: fail the pool over automatically when its
                         backup pool and a witness in a third site both see it down (DR-10)
+      federation        edge: may carry federation with partner domains (EDGE-3)
     """
 
     name: str
@@ -238,6 +248,7 @@ class Pool:
     next_hop: str | None = None
     active_servers: tuple[str, ...] | None = None
     auto_failover: bool = False
+    federation: bool = False
 
     @property
     def backup_pool(self) -> str | None:
@@ -301,6 +312,16 @@ class Settings:
 
 
 @dataclass(frozen=True, slots=True)
+class FederatedPartner:
+    """A domain allowed to federate with ours (EDGE-3), and the external SIP endpoints
+    of its Edge servers (``"ip:port"``), where our federation route sends its traffic
+    and where its traffic to us comes from."""
+
+    domain: str
+    edges: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Topology:
     """A whole deployment: its SIP domain, sites, pools and settings.
 
@@ -316,6 +337,7 @@ class Topology:
     settings: Settings = field(default_factory=Settings)
     federation_route: str | None = None
     voice: VoiceConfig | None = None
+    federation_partners: tuple[FederatedPartner, ...] = ()
 
     @property
     def servers(self) -> tuple[Server, ...]:
