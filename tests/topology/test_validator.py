@@ -526,9 +526,9 @@ def test_a_witness_is_a_witness_server_or_an_address_with_a_port() -> None:
 def test_edge_next_hop_edge_pool_and_federation_route_point_at_the_right_roles() -> None:
     text = (SINGLE.replace("edition: standard,", "edition: standard, edge_pool: med1,")
             + "  - {name: edge1, site: dc1, role: edge,\n"
-            + "     servers: [{name: e1, address: 127.0.1.50}]}\n"
+            + "     servers: [{name: e1, address: 127.0.1.50, external_address: 127.0.101.50}]}\n"
             + "  - {name: edge2, site: dc1, role: edge, next_hop: med1,\n"
-            + "     servers: [{name: e2, address: 127.0.1.51}]}\n"
+            + "     servers: [{name: e2, address: 127.0.1.51, external_address: 127.0.101.51}]}\n"
             + "  - {name: med1, site: dc1, role: mediation,"
             + " servers: [{name: m1, address: 127.0.1.52}]}\n"
             + "federation_route: se1\n")
@@ -669,6 +669,7 @@ FULL = """\
 name: full
 sip_domain: trimaran.test
 federation_route: edge1
+federation_partners: [{domain: partner.test, edges: ['192.0.2.10:5061']}]
 sites:
   - {name: dc1, rtt_ms: {dc2: 30, w: 40}}
   - {name: dc2, rtt_ms: {w: 40}}
@@ -709,8 +710,9 @@ pools:
       mirror: {address: 127.0.2.22}
       witness: {server: w1}
   - {name: med1, site: dc1, role: mediation, servers: [{name: med1a, address: 127.0.1.31}]}
-  - {name: edge1, site: dc1, role: edge, next_hop: dir1,
-     servers: [{name: edge1a, address: 127.0.1.41}, {name: edge1b, address: 127.0.1.42}]}
+  - {name: edge1, site: dc1, role: edge, next_hop: dir1, federation: true,
+     servers: [{name: edge1a, address: 127.0.1.41, external_address: 127.0.101.41},
+               {name: edge1b, address: 127.0.1.42, external_address: 127.0.101.42}]}
   - name: chat1
     site: dc1
     role: chat

@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from trimaran.cli.common import dir_option, echo_json, fail, json_option, open_rundir
+from trimaran.cli.edge import set_edge
 from trimaran.deploy.dr import Deployment, DrError, call
 from trimaran.topology.errors import TopologyError
 
@@ -78,6 +79,16 @@ def pool_failback(name: str, disaster: bool, rundir: str | None, as_json: bool) 
         click.echo(f"{name} holds the changes made on {result['backup']} up to one written "
                    f"{_when(result['changes_on_backup_after_this_time_lost'])}; any made "
                    "there later are lost")
+
+
+@pool.command("set-edge")
+@click.argument("name")
+@click.argument("edge_pool")
+@dir_option
+@json_option
+def pool_set_edge(name: str, edge_pool: str, rundir: str | None, as_json: bool) -> None:
+    """Relay Front End pool POOL's media through EDGE_POOL (EDGE-5)."""
+    set_edge(name, edge_pool, rundir, as_json)
 
 
 # -- backup -------------------------------------------------------------------------------

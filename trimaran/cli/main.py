@@ -14,6 +14,7 @@ from trimaran.cli.demo import demo
 from trimaran.cli.deploy import agent, down, serve, server, status, up
 from trimaran.cli.dr import backup, cms, pool
 from trimaran.cli.drill import drill
+from trimaran.cli.edge import edge
 from trimaran.cli.site import site
 from trimaran.cli.topology import topology
 from trimaran.cli.users import user
@@ -27,7 +28,7 @@ def cli() -> None:
 
 
 for command in (topology, up, down, status, server, site, serve, agent, db, user, demo, pool,
-                backup, cms, drill, voice, apps):
+                backup, cms, drill, voice, apps, edge):
     cli.add_command(command)
 
 

@@ -7,6 +7,13 @@ the A/AAAA records of each target (the additional section is not trusted: each t
 is asked for). Without SRV records it falls back to the domain's own A/AAAA records
 on port 5060 (RFC 3263 §4.2). NAPTR is not used (optional in RFC 3263 when the
 client supports one transport at a time).
+
+A remote client asks the deployment's external dns view (EDGE-2): the same lookup then
+gives the Edge servers' external endpoints, Edge pool by Edge pool in SRV priority
+order (weighted random within a pool), so a `UserAgent` given that list moves on to the
+next Edge pool when every server of one fails. `resolve_federation` finds a partner
+domain's federation Edge servers from ``_sipfederationtls._tcp`` (EDGE-3); it has no
+address fallback (a domain without that SRV does not offer open federation).
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import dns.resolver
 from trimaran.net.transport import Address
 
 DEFAULT_PORT = 5060
+FEDERATION_SRV = "_sipfederationtls._tcp"
 _NO_ANSWER = (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer)
 
 
@@ -70,6 +78,27 @@ async def _addresses(resolver: dns.asyncresolver.Resolver, name: str) -> list[st
     return found
 
 
+async def _srv_targets(resolver: dns.asyncresolver.Resolver, qname: str,
+                       rng: random.Random | None) -> list[tuple[str, int]]:
+    """(host, port) of the SRV records of `qname` in RFC 2782 order, each target's
+    addresses in turn, without repeats. Raises NXDOMAIN/NoAnswer when there is no SRV."""
+    srv = await resolver.resolve(qname, dns.rdatatype.SRV)
+    records = [(r.priority, r.weight, r.port, r.target.to_text()) for r in srv]
+    found: list[tuple[str, int]] = []
+    for _, _, port, target in order_srv(records, rng):
+        if target == ".":
+            continue
+        for host in await _addresses(resolver, target):
+            if (host, port) not in found:
+                found.append((host, port))
+    return found
+
+
+def _failed(domain: str, dns_server: tuple[str, int], exc: Exception) -> ResolveError:
+    return ResolveError(f"DNS lookup of {domain} via {dns_server[0]}:{dns_server[1]} "
+                        f"failed: {exc}")
+
+
 async def resolve_servers(domain: str, dns_server: tuple[str, int], transport: str = "tcp",
                           timeout: float = 2.0,
                           rng: random.Random | None = None) -> tuple[Address, ...]:
@@ -82,25 +111,36 @@ async def resolve_servers(domain: str, dns_server: tuple[str, int], transport: s
     resolver = _resolver(dns_server, timeout)
     try:
         try:
-            srv = await resolver.resolve(f"_sip._{transport}.{domain}", dns.rdatatype.SRV)
+            found = await _srv_targets(resolver, f"_sip._{transport}.{domain}", rng)
         except _NO_ANSWER:
             hosts = await _addresses(resolver, domain)
             if not hosts:
                 raise ResolveError(f"{domain} has neither SIP SRV nor address records") \
                     from None
             return tuple(Address(transport, host, DEFAULT_PORT) for host in hosts)
-        records = [(r.priority, r.weight, r.port, r.target.to_text()) for r in srv]
-        servers: list[Address] = []
-        for _, _, port, target in order_srv(records, rng):
-            if target == ".":
-                continue
-            for host in await _addresses(resolver, target):
-                address = Address(transport, host, port)
-                if address not in servers:
-                    servers.append(address)
     except dns.exception.DNSException as exc:
-        raise ResolveError(f"DNS lookup of {domain} via {dns_server[0]}:{dns_server[1]} "
-                           f"failed: {exc}") from exc
-    if not servers:
+        raise _failed(domain, dns_server, exc) from exc
+    if not found:
         raise ResolveError(f"no address for any SRV target of {domain}")
-    return tuple(servers)
+    return tuple(Address(transport, host, port) for host, port in found)
+
+
+async def resolve_federation(domain: str, dns_server: tuple[str, int], timeout: float = 2.0,
+                             rng: random.Random | None = None) -> list[tuple[str, int]]:
+    """The (host, port) of `domain`'s federation Edge servers to try, in order: its
+    ``_sipfederationtls._tcp`` SRV records by priority, then weight (EDGE-3).
+
+    Raises `ResolveError` when the domain has no such SRV record or no address for any
+    of its targets, or when DNS does not answer.
+    """
+    resolver = _resolver(dns_server, timeout)
+    try:
+        found = await _srv_targets(resolver, f"{FEDERATION_SRV}.{domain}", rng)
+    except _NO_ANSWER:
+        raise ResolveError(f"{domain} publishes no {FEDERATION_SRV} record: it does not "
+                           f"federate") from None
+    except dns.exception.DNSException as exc:
+        raise _failed(domain, dns_server, exc) from exc
+    if not found:
+        raise ResolveError(f"no address for any federation SRV target of {domain}")
+    return found

@@ -20,6 +20,7 @@ from typing import Any
 
 from trimaran.admin.peerauth import sign
 from trimaran.backup.protocol import pair_key
+from trimaran.cms.edgedoc import EdgeStateError, document_in, state_of
 from trimaran.cms.failover import (
     FAILED_OVER,
     FailoverRefused,
@@ -305,6 +306,7 @@ class Deployment:
         timeline = Timeline(echo=self.echo)
         backup = self.pair(pool)
         master, records = self.records()
+        self._refuse_edge_next_hop(pool)
         record, version = records[pool]
         partner = records.get(backup, (None, -1))[0]
         if not disaster and not self.reachable(pool):
@@ -339,6 +341,22 @@ class Deployment:
         return {"pool": pool, "backup": backup, "disaster": disaster, "term": nxt.term,
                 "cut_seq": cut_seq, "changes_after_this_time_lost": lost_after,
                 "seconds": timeline.elapsed, "steps": timeline.steps}
+
+    def _refuse_edge_next_hop(self, pool: str) -> None:
+        """EDGE-4: a pool that is an Edge pool's next hop (CMS ``edge`` document, else the
+        topology) is not failed over until the next hop moves."""
+        found = document_in(self.cms_master()[1])
+        try:
+            state = state_of(self.topology, None if found is None else found[0])
+        except EdgeStateError as exc:
+            raise DrError(f"cannot tell which pools are Edge next hops: {exc}; rewrite it "
+                          f"with `trimaran edge next-hop set EDGE POOL`") from None
+        behind = state.edges_behind(pool)
+        if behind:
+            edge, more = behind[0], "".join(f" and of {e}" for e in behind[1:])
+            raise DrError(f"pool {pool} is the next hop of Edge pool {edge}{more}: remote users "
+                          f"and federation would be cut off; move it first with `trimaran edge "
+                          f"next-hop set {edge} <other pool>` (EDGE-4)")
 
     def pool_failback(self, pool: str, disaster: bool) -> dict[str, object]:
         """Bring `pool`'s users home with the changes made on the backup pool (DR-6)."""

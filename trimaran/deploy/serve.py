@@ -20,6 +20,7 @@ from trimaran.backup.service import BackupService
 from trimaran.cms.appsdoc import AppsSource
 from trimaran.cms.autofailover import AutoFailover
 from trimaran.cms.directory import Directory
+from trimaran.cms.edgedoc import EdgeSource
 from trimaran.cms.follower import CmsFollower
 from trimaran.cms.liveness import PartnerWatch
 from trimaran.cms.service import CmsService
@@ -29,8 +30,10 @@ from trimaran.deploy.rundir import RunDir
 from trimaran.deploy.sites import SiteError, load_failed
 from trimaran.roles.director.server import DirectorConfig, DirectorServer
 from trimaran.roles.dns.server import DnsConfig, run_dns
+from trimaran.roles.edge.server import EdgeConfig, EdgeServer
 from trimaran.roles.frontend.apps import AppRouter
 from trimaran.roles.frontend.config import FrontEndConfig
+from trimaran.roles.frontend.federation import FederationRoute
 from trimaran.roles.frontend.homing import DisasterRecovery, Homing
 from trimaran.roles.frontend.interpool import InterPool
 from trimaran.roles.frontend.pool import Peer
@@ -288,6 +291,38 @@ async def serve_mediation(topology: Topology, rundir: RunDir, name: str, pool: P
     return 0
 
 
+async def serve_edge(topology: Topology, rundir: RunDir, name: str, pool: Pool) -> int:
+    """Run Edge server `name` until SIGTERM/SIGINT (EDGE-1, EDGE-3, EDGE-4)."""
+    spec = Resolver(topology).server(name)
+    outside = spec.external_endpoint
+    if outside is None:
+        log.error("edge server %s has no external_address", name)
+        return 1
+    follower = CmsFollower(server=name, pool=pool.name, topology=topology,
+                           replica_path=rundir.cms_replica(name), secret=rundir.cms_secret(),
+                           local_host=spec.address)
+    source = EdgeSource(topology, lambda: follower.snapshot)
+    internal = frozenset(s.address for s in topology.servers)
+    config = EdgeConfig(server=name, pool=pool.name, domain=topology.sip_domain,
+                        secret=rundir.cms_secret(), inside=(spec.address, spec.sip_port),
+                        outside=(outside.host, outside.port), admin_port=spec.admin_port,
+                        internal=internal)
+    server = EdgeServer(config, topology, source.current)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await follower.start()
+        await server.start()
+        log.info("server %s ready", name)
+        await stop.wait()
+    finally:
+        await server.stop()
+        await follower.stop()
+    return 0
+
+
 def status_overview(topology: Topology, rundir: RunDir, name: str) -> Overview:
     """The deployment overview behind server `name`'s status page (OPS-3): every server
     of the topology, the mirroring agents, the failed sites recorded in `rundir`."""
@@ -345,6 +380,8 @@ async def serve(rundir: RunDir, name: str) -> int:
         return await serve_director(topology, rundir, name, pool)
     if pool.role is PoolRole.MEDIATION:
         return await serve_mediation(topology, rundir, name, pool)
+    if pool.role is PoolRole.EDGE:
+        return await serve_edge(topology, rundir, name, pool)
     if pool.role not in (PoolRole.FRONTEND, PoolRole.SBA):
         log.error("server %s: %s pools are not runnable by this version yet", name, pool.role)
         return 1
@@ -377,7 +414,10 @@ async def serve(rundir: RunDir, name: str) -> int:
                             apps=None if app_server is None else
                             lambda fe: AppRouter(fe, apps_source.current,
                                                  rundir.cms_secret(), topology),
-                            app_status=app_server.status if app_server else None)
+                            app_status=app_server.status if app_server else None,
+                            federation=FederationRoute(
+                                topology, EdgeSource(topology, lambda: cms.snapshot).current,
+                                rundir.cms_secret()))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

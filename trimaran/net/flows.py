@@ -216,6 +216,7 @@ class TransportConfig:
     max_connections: int = 10_000
     connect_timeout: float = 5.0
     write_buffer_limit: int = 4 * 1024 * 1024  # unsent bytes per connection before closing it
+    bind_outgoing: bool = False  # connect from the TCP listening address (not the default)
 
     def __post_init__(self) -> None:
         if not isinstance(self.limits, Limits):

@@ -254,9 +254,11 @@ class TransportLayer:
         timeout = self._config.connect_timeout
         try:
             async with asyncio.timeout(timeout):
+                source = self._servers[0][0][0] if self._config.bind_outgoing and \
+                    self._servers else None
                 _, conn = await loop.create_connection(
                     lambda: TcpConnection(self, self._config, self._counters, outbound=True),
-                    host, port)
+                    host, port, local_addr=(source, 0) if source else None)
         except TimeoutError:
             self._counters.connect_failures += 1
             raise ConnectError(f"connect to tcp {host}:{port} timed out after {timeout}s") from None

@@ -54,6 +54,7 @@ from trimaran.topology.model import (
     Capacity,
     DatabaseEndpoint,
     Edition,
+    FederatedPartner,
     Pool,
     PoolRole,
     Server,
@@ -107,7 +108,8 @@ def _site(ctx: Context, value: object, path: str) -> Site | None:
 
 def _server(ctx: Context, value: object, path: str) -> Server | None:
     f = Fields(ctx, value, path, "server", ("name", "address", "sip_port", "admin_port", "site",
-                                                     "dns_port"))
+                                                     "dns_port", "external_address",
+                                                     "external_port"))
     name = f.required("name", as_str)
     address = f.required("address", as_str)
     defaults = Server("", "")
@@ -115,9 +117,12 @@ def _server(ctx: Context, value: object, path: str) -> Server | None:
     admin_port = f.optional("admin_port", as_int, defaults.admin_port)
     site = f.optional("site", as_str, None)
     dns_port = f.optional("dns_port", as_int, None)
+    external_address = f.optional("external_address", as_str, None)
+    external_port = f.optional("external_port", as_int, None)
     if name is None or address is None:
         return None
-    return Server(name, address, sip_port, admin_port, site, dns_port)
+    return Server(name, address, sip_port, admin_port, site, dns_port, external_address,
+                  external_port)
 
 
 def _database(ctx: Context, value: object, path: str) -> DatabaseEndpoint | None:
@@ -159,7 +164,7 @@ def _capacity(ctx: Context, value: object, path: str) -> Capacity | None:
 _POOL_KEYS = (
     "name", "site", "role", "servers", "edition", "backup_pool", "paired_with",
     "backup_registrar", "backend", "capacity", "expected_users", "edge_pool", "next_hop",
-    "active_servers", "auto_failover",
+    "active_servers", "auto_failover", "federation", "dns_view",
 )
 
 
@@ -199,6 +204,8 @@ def _pool(ctx: Context, value: object, path: str) -> Pool | None:
         "next_hop": f.optional("next_hop", as_str, None),
         "active_servers": f.optional("active_servers", as_str_list, None),
         "auto_failover": f.optional("auto_failover", as_bool, False),
+        "federation": f.optional("federation", as_bool, False),
+        "dns_view": f.optional("dns_view", as_str, "internal"),
     }
     if name is None or site is None or role is None or servers is None:
         return None
@@ -218,8 +225,15 @@ def _settings(ctx: Context, value: object, path: str) -> Settings | None:
     return Settings(**values)
 
 
+def _partner(ctx: Context, value: object, path: str) -> FederatedPartner | None:
+    f = Fields(ctx, value, path, "federation partner", ("domain", "edges"))
+    domain = f.required("domain", as_str)
+    edges = f.required("edges", as_str_list)
+    return None if domain is None or edges is None else FederatedPartner(domain, edges)
+
+
 _TOPOLOGY_KEYS = ("name", "sip_domain", "sites", "pools", "settings", "federation_route",
-                  "voice")
+                  "voice", "federation_partners")
 
 
 def _topology(ctx: Context, value: object) -> Topology | None:
@@ -231,9 +245,11 @@ def _topology(ctx: Context, value: object) -> Topology | None:
     settings = f.optional("settings", _settings, Settings())
     federation_route = f.optional("federation_route", as_str, None)
     voice = f.optional("voice", build_voice, None)
+    no_partners: tuple[FederatedPartner, ...] = ()
+    partners = f.optional("federation_partners", list_of(_partner), no_partners)
     if ctx.fatal or name is None or sip_domain is None or sites is None or pools is None:
         return None
-    return Topology(name, sip_domain, sites, pools, settings, federation_route, voice)
+    return Topology(name, sip_domain, sites, pools, settings, federation_route, voice, partners)
 
 
 # --- public API -------------------------------------------------------------------

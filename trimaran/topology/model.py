@@ -232,6 +232,7 @@ class Pool:
       auto_failover     frontend, paired: fail the pool over automatically when its
                         backup pool and a witness in a third site both see it down (DR-10)
       federation        edge: may carry federation with partner domains (EDGE-3)
+      dns_view          dns: the view it answers, "internal" or "external" (EDGE-2)
     """
 
     name: str
@@ -249,6 +250,7 @@ class Pool:
     active_servers: tuple[str, ...] | None = None
     auto_failover: bool = False
     federation: bool = False
+    dns_view: str = "internal"
 
     @property
     def backup_pool(self) -> str | None:

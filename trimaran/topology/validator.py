@@ -18,7 +18,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from trimaran.topology import pool_rules, rules, voice_rules
+from trimaran.topology import edge_rules, pool_rules, rules, voice_rules
 from trimaran.topology.errors import TopologyError, Violation, format_violations, has_errors
 from trimaran.topology.loader import LoadResult, read_topology
 from trimaran.topology.model import Topology
@@ -54,6 +54,7 @@ RULES: tuple[Rule, ...] = (
     Rule("chat-servers", pool_rules.check_chat_servers),
     Rule("backend", pool_rules.check_backend),
     Rule("edge", pool_rules.check_edge),
+    Rule("edge-external", edge_rules.check_edge_external),
     Rule("mediation", pool_rules.check_mediation),
     Rule("stretched-pools", pool_rules.check_stretched_pools),
     Rule("sizing", pool_rules.check_sizing),

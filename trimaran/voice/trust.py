@@ -122,3 +122,24 @@ def verified_app(secret: bytes, request: Request) -> AppClaim | None:
     if not claim.kind or not _check(given, _mac(secret, "app", _app_subject(claim), request)):
         return None
     return claim
+
+
+# -- Front End → Edge: a request of one of our users for a federated partner -------------
+EDGE_HEADER = "X-Trimaran-Edge"
+
+
+def edge_header(secret: bytes, request: Request) -> str:
+    """The `EDGE_HEADER` value asking the federation route's Edge to send `request` out
+    (set the Request-URI first: the token covers it)."""
+    return _mac(secret, "edge", "federation", request)
+
+
+def verified_edge(secret: bytes, request: Request) -> bool:
+    """True when a Front End asked for `request` to go out (its token verifies)."""
+    given = (request.headers.get(EDGE_HEADER) or "").strip()
+    return bool(given) and _check(given, _mac(secret, "edge", "federation", request))
+
+
+def route_token(secret: bytes, call_id: str) -> str:
+    """The token an Edge's inside Record-Route carries for a dialog (`rrt`)."""
+    return hmac.new(secret, f"edge-rr|{call_id}".encode(), hashlib.sha256).hexdigest()[:20]

@@ -1,12 +1,14 @@
 """The dns server role: authoritative DNS for the deployment's SIP domain (issue 7 item 2).
 
 One process answers UDP and TCP DNS on its `dns_port` from a `Zone` built from the
-topology (see `trimaran.roles.dns.zone` for the records), polls the health of every
-SIP-serving server (`GET /health` on its admin API every `poll_interval`: 200 is
-healthy, anything else or no answer is not) and rebuilds the zone when the view
-changes. Its own admin HTTP API answers ``GET /health`` (for the supervisor),
-``GET /status`` (the health view) and ``GET /metrics`` (Prometheus: queries by type and
-rcode, the health view, polls).
+topology for the view its dns pool serves (`Pool.dns_view`: "internal", or "external"
+for remote users and federated partners, EDGE-2; see `trimaran.roles.dns.zone` for the
+records), polls the health of the servers that view points at (internal: Front End and
+Director servers; external: Edge servers; `GET /health` on their admin API every
+`poll_interval`: 200 is healthy, anything else or no answer is not) and rebuilds the
+zone when the health view changes. Its own admin HTTP API answers ``GET /health`` (for
+the supervisor), ``GET /status`` (the view and the health view) and ``GET /metrics``
+(Prometheus: queries by type and rcode, the health view, polls).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from aiohttp import web
 from trimaran.admin.metrics import Families, ServerMetrics
 from trimaran.aio import cancel
 from trimaran.roles.dns.handler import answer
-from trimaran.roles.dns.zone import DEFAULT_TTL, Zone, build_zone, polled_servers
+from trimaran.roles.dns.zone import DEFAULT_TTL, Zone, build_zone, check_view, polled_servers
 from trimaran.topology.model import Server, Topology
 from trimaran.topology.resolver import Resolver
 
@@ -34,7 +36,10 @@ MAX_TCP_CLIENTS = 64
 
 @dataclass(frozen=True, slots=True)
 class DnsConfig:
-    """What one dns server needs: the topology, its own server entry and its site."""
+    """What one dns server needs: the topology, its own server entry and its site.
+
+    The view it answers is its pool's `dns_view`.
+    """
 
     topology: Topology
     server: Server
@@ -63,7 +68,10 @@ class DnsServer:
 
     def __init__(self, config: DnsConfig) -> None:
         self.config = config
-        self.health: dict[str, bool] = {s.name: True for s in polled_servers(config.topology)}
+        pool = Resolver(config.topology).pool_of(config.server.name)
+        self.view = check_view(pool.dns_view)
+        self.health: dict[str, bool] = {
+            s.name: True for s in polled_servers(config.topology, self.view)}
         self.zone: Zone = self._build()
         self.udp: asyncio.DatagramTransport | None = None
         self.tcp: asyncio.Server | None = None
@@ -71,15 +79,15 @@ class DnsServer:
         self._poller: asyncio.Task[None] | None = None
         self._tcp_clients: set[asyncio.Task[None]] = set()
         self.polls = 0
-        self.metrics = ServerMetrics(server=config.server.name, role="dns", pool=Resolver(
-            config.topology).pool_of(config.server.name).name)
+        self.metrics = ServerMetrics(server=config.server.name, role="dns", pool=pool.name)
         self._queries = self.metrics.counter(
             "dns_queries", "DNS queries answered (rcode) or dropped, by type", ["type", "rcode"])
         self.metrics.add_source("health", self._describe_health)
 
     def _build(self) -> Zone:
         return build_zone(self.config.topology, self.config.site,
-                          lambda name: self.health.get(name, True), self.config.ttl)
+                          lambda name: self.health.get(name, True), self.config.ttl,
+                          self.view)
 
     async def start(self, admin: bool = True) -> None:
         """Bind UDP and TCP DNS (and the admin API) and start polling health."""
@@ -91,8 +99,8 @@ class DnsServer:
         if admin:
             self.admin = await self._start_admin()
         self._poller = asyncio.create_task(self._poll_forever(), name="dns-health")
-        log.info("dns server %s answering for %s on %s:%s (udp+tcp)", self.config.server.name,
-                 self.config.topology.sip_domain, host, port)
+        log.info("dns server %s answering the %s view of %s on %s:%s (udp+tcp)",
+                 self.config.server.name, self.view, self.config.topology.sip_domain, host, port)
 
     async def stop(self) -> None:
         """Stop polling and close every socket."""
@@ -143,8 +151,9 @@ class DnsServer:
                 await asyncio.sleep(self.config.poll_interval)
 
     async def poll_once(self, session: aiohttp.ClientSession) -> None:
-        """Ask every SIP-serving server for /health once; rebuild the zone on a change."""
-        servers = polled_servers(self.config.topology)
+        """Ask every server the view points at for /health once; rebuild the zone on a
+        change."""
+        servers = polled_servers(self.config.topology, self.view)
         results = await asyncio.gather(*(_healthy(session, s) for s in servers))
         view = {s.name: ok for s, ok in zip(servers, results, strict=True)}
         self.polls += 1
@@ -163,8 +172,8 @@ class DnsServer:
 
     def _describe_health(self, families: Families) -> None:
         for name, healthy in sorted(self.health.items()):
-            families.flag("dns_server_healthy", "1 while a SIP server answers its health "
-                          "checks (and is in the zone)", healthy, server=name)
+            families.flag("dns_server_healthy", "1 while a SIP (or Edge) server answers its "
+                          "health checks (and is in the zone)", healthy, server=name)
         families.counter("dns_health_polls", "Rounds of health checks of the SIP servers",
                          self.polls)
 
@@ -185,7 +194,8 @@ class DnsServer:
 
     async def _status(self, request: web.Request) -> web.Response:
         return web.json_response({"server": self.config.server.name, "role": "dns",
-                                  "site": self.config.site, "polls": self.polls,
+                                  "site": self.config.site, "view": self.view,
+                                  "polls": self.polls,
                                   "health": self.health})
 
 

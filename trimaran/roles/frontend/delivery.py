@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from trimaran.net.endpoint import IncomingRequest
 from trimaran.roles.frontend.proxy import Target
+from trimaran.sip.headers import Headers
 from trimaran.sip.uri import URI
 from trimaran.store.base import StoreUnavailable
 
@@ -62,7 +63,7 @@ class Delivery:
             server.reply(incoming, 483)
             return
         if not server.is_local(request.uri):
-            server.reply(incoming, 403, "Relaying denied")
+            await self._federated(incoming)
             return
         asserted = server.interpool.asserted(request) if server.interpool else None
         pstn = server.voice.caller(request) if server.voice and not asserted else None
@@ -113,6 +114,25 @@ class Delivery:
                     calls.remove(incoming.transaction)
                 if not calls:
                     server.ringing.pop(target, None)
+
+    async def _federated(self, incoming: IncomingRequest) -> None:
+        """A request for another domain: out through the federation route when the domain
+        is an allowed partner and the sender one of ours (EDGE-3), else refused."""
+        server = self.server
+        route = server.federation
+        if route is None or not route.partner(incoming.request.uri.host):
+            server.reply(incoming, 403, "Relaying denied")
+            return
+        sender = await server.authenticate(incoming)
+        if sender is None:
+            return
+        targets, why = route.targets(incoming.request)
+        if not targets:
+            server.reply(incoming, 503, (why or "No federation route")[:120],
+                         headers=Headers([("Retry-After", "5")]))
+            return
+        await server.router.forward(incoming, targets[:1],
+                                    _others(targets[1:]) if targets[1:] else None)
 
     async def _answer_lookup(self, incoming: IncomingRequest, aor: str) -> None:
         """A peer asks us to deliver to `aor` if the user is registered on this server."""

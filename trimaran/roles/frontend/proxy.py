@@ -36,7 +36,7 @@ ASSERTED = "X-Trimaran-Asserted"
 #: Headers a client must not pass on: the trunk and caller tokens of `trimaran.voice.trust`
 #: and P-Asserted-Identity (RFC 3325: set by the network, never taken from a user).
 TRUSTED_HEADERS = ("X-Trimaran-Trunk", "X-Trimaran-Pstn", "X-Trimaran-Trunk-Failure",
-                   "X-Trimaran-App", "P-Asserted-Identity")
+                   "X-Trimaran-App", "X-Trimaran-Edge", "P-Asserted-Identity")
 
 
 @dataclass(frozen=True, slots=True)

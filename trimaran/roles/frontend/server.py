@@ -34,6 +34,7 @@ from trimaran.roles.frontend.authn import RequestAuthenticator
 from trimaran.roles.frontend.cache import BindingCache
 from trimaran.roles.frontend.config import FrontEndConfig
 from trimaran.roles.frontend.delivery import Delivery
+from trimaran.roles.frontend.federation import FederationRoute
 from trimaran.roles.frontend.homing import DisasterRecovery
 from trimaran.roles.frontend.interpool import InterPool
 from trimaran.roles.frontend.metrics import add_frontend_sources
@@ -81,7 +82,8 @@ class FrontEndServer:
                  interpool: InterPool | None = None,
                  voice: Callable[[FrontEndServer], VoiceRouting] | None = None,
                  apps: Callable[[FrontEndServer], AppRouter] | None = None,
-                 app_status: Callable[[], dict[str, object]] | None = None) -> None:
+                 app_status: Callable[[], dict[str, object]] | None = None,
+                 federation: FederationRoute | None = None) -> None:
         self.config = config
         self.store = store
         self.dr = dr
@@ -129,6 +131,7 @@ class FrontEndServer:
         self.voice = voice(self) if voice is not None else None
         self.apps = apps(self) if apps is not None else None
         self.delivery = Delivery(self)
+        self.federation = federation
         self._app_status = app_status
         #: INVITE transactions ringing each user here (their fork contexts: `proxy`)
         self.ringing: dict[str, list[ServerTransaction]] = {}
