@@ -9,6 +9,8 @@ refused until `edge next-hop set`."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
 import tempfile
 from collections.abc import AsyncIterator, Iterator
@@ -18,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.drpair import trimaran, wait_for
+from trimaran.client.resolve import resolve_servers
 from trimaran.client.ua import UAConfig, UserAgent
 from trimaran.net.transport import Address
 from trimaran.sip.message import Message
@@ -57,6 +60,8 @@ pools:
     federation: true
     servers:
       - {{name: edge2a, address: 127.0.43.21, external_address: 127.0.43.121}}
+  - {{name: dnsout, site: dc1, role: dns, dns_view: external,
+     servers: [{{name: nsout, address: 127.0.43.53, dns_port: 5353}}]}}
 """
 PARTNER = f"""
 name: edge-partner
@@ -191,15 +196,21 @@ async def test_federated_im_works_both_ways_and_an_unknown_domain_is_refused(
 async def test_edge_failures_move_remote_users_and_the_federation_route_is_moved_by_hand(
         phones: Domains) -> None:
     d = phones
-    remote = await phone(d, f"sip:remote1@{OURS}", "remote1-pw", EDGES, "127.0.45.1")
+    # EDGE-2: the remote client finds the Edge servers in the external DNS view, site 1's
+    # Edge pool first (its two servers in either order), then site 2's.
+    found = await resolve_servers(OURS, ("127.0.43.53", 5353), "tcp")
+    assert set(found[:2]) == set(EDGES[:2]) and found[2] == EDGES[2], found
+    remote = await phone(d, f"sip:remote1@{OURS}", "remote1-pw", found, "127.0.45.1")
+    first, second = found[0], found[1]
     inner = await phone(d, f"sip:inner@{OURS}", "inner-pw",
                         (Address("tcp", "127.0.43.1", 5060),), "127.0.45.2")
     pat = await phone(d, f"sip:pat@{THEIRS}", "pat-pw", (Address("tcp", "127.0.44.1", 5060),),
                       "127.0.45.3")
-    d.cli(d.ours, "server", "kill", "edge1a")                       # EDGE-1
-    await wait_for(lambda: _is(_on(remote, EDGES[1])), 30, "remote1 through edge1b")
-    await exchange(inner, remote, f"sip:remote1@{OURS}", "still here (edge1b)")
-    d.cli(d.ours, "server", "kill", "edge1b")                       # EDGE-2: the whole pool
+    names = {EDGES[0]: "edge1a", EDGES[1]: "edge1b"}
+    d.cli(d.ours, "server", "kill", names[first])                   # EDGE-1
+    await wait_for(lambda: _is(_on(remote, second)), 30, "remote1 through the other server")
+    await exchange(inner, remote, f"sip:remote1@{OURS}", "still here")
+    d.cli(d.ours, "server", "kill", names[second])                  # EDGE-2: the whole pool
     await wait_for(lambda: _is(_on(remote, EDGES[2])), 30, "remote1 through edge2a")
     await exchange(remote, inner, f"sip:inner@{OURS}", "via site 2's Edge pool")
     failed = await inner.send_message(f"sip:pat@{THEIRS}", "federation route is down")
@@ -228,3 +239,44 @@ async def test_failing_over_an_edge_next_hop_is_refused_until_the_next_hop_moves
     d.cli(d.ours, "pool", "failover", "fe2")
     d.cli(d.ours, "pool", "failback", "fe2")
     d.cli(d.ours, "edge", "next-hop", "set", "edge2", "fe2")
+
+
+async def test_a_flooding_source_is_rate_limited_and_others_are_not(phones: Domains) -> None:
+    """EDGE-1 (abuse on the outside): beyond its burst, one source gets 503 with
+    Retry-After; another source is still answered."""
+    edge = ("127.0.43.121", 5060)
+
+    def options(i: int, host: str) -> bytes:
+        return (f"OPTIONS sip:{OURS} SIP/2.0\r\n"
+                f"Via: SIP/2.0/UDP {host}:5099;branch=z9hG4bK-flood-{host}-{i}\r\n"
+                f"Max-Forwards: 70\r\nFrom: <sip:eve@evil.test>;tag=f{i}\r\n"
+                f"To: <sip:{OURS}>\r\nCall-ID: flood-{host}-{i}\r\nCSeq: 1 OPTIONS\r\n"
+                f"Content-Length: 0\r\n\r\n").encode()
+
+    async def flood(host: str, count: int) -> dict[int, int]:
+        loop = asyncio.get_running_loop()
+        answers: dict[int, int] = {}
+        done = asyncio.Event()
+
+        class Collect(asyncio.DatagramProtocol):
+            def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+                status = int(data.split(b" ", 2)[1])
+                answers[status] = answers.get(status, 0) + 1
+                if sum(answers.values()) >= count:
+                    done.set()
+
+        transport, _ = await loop.create_datagram_endpoint(Collect, local_addr=(host, 5099))
+        try:
+            for i in range(count):
+                transport.sendto(options(i, host), edge)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), 10)
+        finally:
+            transport.close()
+        return answers
+
+    flooded = await flood("127.0.45.20", 300)
+    assert flooded.get(503, 0) >= 50, flooded
+    assert flooded.get(403, 0) >= 150, flooded
+    other = await flood("127.0.45.21", 5)
+    assert other == {403: 5}, other
