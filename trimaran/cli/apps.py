@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import hashlib
 from pathlib import Path
-from typing import Any
 
 import click
 
@@ -20,10 +19,17 @@ from trimaran.apps.loader import dump_apps, read_apps
 from trimaran.apps.model import AppsConfig
 from trimaran.apps.rules import validate_apps
 from trimaran.apps.server import AUDIO_PREFIX
+from trimaran.cli.cmsdoc import (
+    checked,
+    document_of,
+    master_snapshot,
+    topology_of,
+    write_document,
+)
 from trimaran.cli.common import dir_option, echo_json, fail, json_option, open_rundir
 from trimaran.cms.appsdoc import APPS_KEY
-from trimaran.deploy.dr import Deployment, DrError, call
-from trimaran.topology.errors import Violation, format_violations, has_errors
+from trimaran.deploy.dr import Deployment, call
+from trimaran.topology.errors import Violation, format_violations
 from trimaran.topology.loader import load_topology
 from trimaran.topology.model import PoolRole, Topology
 
@@ -35,37 +41,9 @@ def apps() -> None:
     """Call Park, group pickup, Response Groups, unassigned numbers, conferences."""
 
 
-def _topology(topology_file: str | None, rundir: str | None) -> Topology:
-    if topology_file is not None:
-        return load_topology(topology_file)
-    return load_topology(open_rundir(rundir).topology)
-
-
 def _checked(file: str, topology: Topology) -> tuple[AppsConfig, list[Violation]]:
-    loaded = read_apps(file)
-    violations = list(loaded.violations)
-    if loaded.config is not None:
-        violations += validate_apps(loaded.config, topology)
-    if has_errors(violations) or loaded.config is None:
-        fail(f"{file} is not a valid applications configuration:\n"
-             f"{format_violations(violations)}")
-    return loaded.config, violations
-
-
-def _write(dep: Deployment, key: str, body: str) -> dict[str, Any]:
-    """Compare-and-set a CMS document on the master; refuse with the reason."""
-    try:
-        master, snapshot = dep.cms_master()
-    except DrError as exc:
-        fail(str(exc))
-    current = next((d for d in snapshot.get("documents", []) if d.get("key") == key), None)
-    status, answer = dep.first(master, "POST", "/cms/documents", {
-        "key": key, "body": body, "check": True,
-        "expect_version": int(current["version"]) if current else None}, key=dep.cms_key)
-    if status != 200:
-        fail(f"the CMS master {master} refused {key}: {answer.get('error', status)}")
-    dep.poke_all()
-    return {"master": master, **answer}
+    return checked(file, topology, read_apps, validate_apps,
+                   "applications configuration")
 
 
 @apps.command("validate")
@@ -75,7 +53,7 @@ def _write(dep: Deployment, key: str, body: str) -> dict[str, Any]:
 @dir_option
 def validate_cmd(file: str, topology_file: str | None, rundir: str | None) -> None:
     """Check an applications configuration FILE."""
-    _, violations = _checked(file, _topology(topology_file, rundir))
+    _, violations = _checked(file, topology_of(topology_file, rundir))
     if violations:
         click.echo(format_violations(violations))
     click.echo(f"{file}: valid")
@@ -92,13 +70,13 @@ def publish_cmd(file: str, rundir: str | None, as_json: bool) -> None:
     config, violations = _checked(file, dep.topology)
     for violation in violations:
         click.echo(f"warning: {violation.path}: {violation.message}", err=True)
-    _, snapshot = _master(dep)
+    _, snapshot = master_snapshot(dep)
     keys = {str(d.get("key")) for d in snapshot.get("documents", [])}
     missing = [a.name for a in config.audio if AUDIO_PREFIX + a.sha256 not in keys]
     if missing:
         fail(f"audio not in the CMS: {', '.join(missing)} (add each with `trimaran apps "
              f"audio add FILE`)")
-    answer = _write(dep, APPS_KEY, dump_apps(config))
+    answer = write_document(dep, APPS_KEY, dump_apps(config))
     result = {"version": answer["version"], "master": answer["master"],
               "workflows": len(config.workflows), "call_park": len(config.call_park),
               "unassigned": len(config.unassigned), "group_pickup": len(config.group_pickup)}
@@ -109,13 +87,6 @@ def publish_cmd(file: str, rundir: str | None, as_json: bool) -> None:
                f"{answer['master']}: {len(config.call_park)} call park, "
                f"{len(config.group_pickup)} group pickup, {len(config.workflows)} response "
                f"group workflow(s), {len(config.unassigned)} unassigned range(s)")
-
-
-def _master(dep: Deployment) -> tuple[str, dict[str, Any]]:
-    try:
-        return dep.cms_master()
-    except DrError as exc:
-        fail(str(exc))
 
 
 @apps.group("audio")
@@ -139,7 +110,7 @@ def audio_add(file: str, rundir: str | None, as_json: bool) -> None:
     except AudioError as exc:
         fail(f"{file}: {exc}")
     sha = hashlib.sha256(data).hexdigest()
-    answer = _write(Deployment(open_rundir(rundir)), AUDIO_PREFIX + sha,
+    answer = write_document(Deployment(open_rundir(rundir)), AUDIO_PREFIX + sha,
                     base64.b64encode(data).decode())
     if as_json:
         echo_json({"sha256": sha, "bytes": len(data), "version": answer["version"]})
@@ -153,8 +124,8 @@ def audio_add(file: str, rundir: str | None, as_json: bool) -> None:
 def show_cmd(rundir: str | None, as_json: bool) -> None:
     """The applications configuration in use."""
     dep = Deployment(open_rundir(rundir))
-    _, snapshot = _master(dep)
-    doc = next((d for d in snapshot.get("documents", []) if d.get("key") == APPS_KEY), None)
+    _, snapshot = master_snapshot(dep)
+    doc = document_of(snapshot, APPS_KEY)
     if doc is None:
         fail("no applications configuration was published (`trimaran apps publish FILE`)")
     if as_json:

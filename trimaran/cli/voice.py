@@ -15,11 +15,12 @@ from urllib.parse import quote
 
 import click
 
+from trimaran.cli.cmsdoc import checked, topology_of, write_document
 from trimaran.cli.common import dir_option, echo_json, fail, json_option, open_rundir
 from trimaran.cms.voicedoc import VOICE_KEY
 from trimaran.deploy.dr import Deployment, DrError, call
 from trimaran.roles.mediation import mediation_port
-from trimaran.topology.errors import Violation, format_violations, has_errors
+from trimaran.topology.errors import Violation, format_violations
 from trimaran.topology.loader import load_topology
 from trimaran.topology.model import PoolRole, Topology
 from trimaran.topology.resolver import Resolver
@@ -35,20 +36,8 @@ def voice() -> None:
     """Enterprise Voice: dial plans, voice policies, routes, trunks, gateways."""
 
 
-def _topology(topology_file: str | None, rundir: str | None) -> Topology:
-    if topology_file is not None:
-        return load_topology(topology_file)
-    return load_topology(open_rundir(rundir).topology)
-
-
 def _checked(file: str, topology: Topology) -> tuple[VoiceConfig, list[Violation]]:
-    loaded = read_voice(file)
-    violations = list(loaded.violations)
-    if loaded.config is not None:
-        violations += validate_voice(loaded.config, topology)
-    if has_errors(violations) or loaded.config is None:
-        fail(f"{file} is not a valid voice configuration:\n{format_violations(violations)}")
-    return loaded.config, violations
+    return checked(file, topology, read_voice, validate_voice, "voice configuration")
 
 
 @voice.command("validate")
@@ -58,7 +47,7 @@ def _checked(file: str, topology: Topology) -> tuple[VoiceConfig, list[Violation
 @dir_option
 def validate_cmd(file: str, topology_file: str | None, rundir: str | None) -> None:
     """Check a voice configuration FILE (the `voice:` section on its own)."""
-    _, violations = _checked(file, _topology(topology_file, rundir))
+    _, violations = _checked(file, topology_of(topology_file, rundir))
     if violations:
         click.echo(format_violations(violations))
     click.echo(f"{file}: valid")
@@ -75,19 +64,8 @@ def publish_cmd(file: str, rundir: str | None, as_json: bool) -> None:
     config, violations = _checked(file, dep.topology)
     for violation in violations:
         click.echo(f"warning: {violation.path}: {violation.message}", err=True)
-    try:
-        master, snapshot = dep.cms_master()
-    except DrError as exc:
-        fail(str(exc))
-    current = next((d for d in snapshot.get("documents", []) if d.get("key") == VOICE_KEY),
-                   None)
-    status, body = dep.first(master, "POST", "/cms/documents", {
-        "key": VOICE_KEY, "body": dump_voice(config), "check": True,
-        "expect_version": int(current["version"]) if current else None}, key=dep.cms_key)
-    if status != 200:
-        fail(f"the CMS master {master} refused the voice configuration: "
-             f"{body.get('error', status)}")
-    dep.poke_all()
+    body = write_document(dep, VOICE_KEY, dump_voice(config))
+    master = body["master"]
     result = {"version": body["version"], "master": master, "routes": len(config.routes),
               "trunks": len(config.trunks), "gateways": len(config.gateways)}
     if as_json:

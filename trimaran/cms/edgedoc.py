@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from trimaran.cms.document import CmsDocumentSource, DocumentError
 from trimaran.cms.replica import Snapshot
 from trimaran.topology.edge_rules import parse_host_port
 from trimaran.topology.model import FederatedPartner, Pool, PoolRole, Topology
@@ -263,33 +264,16 @@ def set_media_edge(state: EdgeState, topology: Topology, pool_name: str,
 # --- a server's view -------------------------------------------------------------------
 
 
-class EdgeSource:
-    """The current Edge state of one server."""
+class EdgeSource(CmsDocumentSource[EdgeState]):
+    """The current Edge state of one server: the CMS document's, else the topology's."""
 
     def __init__(self, topology: Topology, snapshot: Callable[[], Snapshot]) -> None:
-        self._topology = topology
-        self._snapshot = snapshot
-        self._declared = EdgeState.from_topology(topology)
-        self._version = -1
-        self._state = self._declared
-
-    def current(self) -> EdgeState:
-        """The state now: the CMS document's, else the topology's."""
-        doc = self._snapshot().documents.get(EDGE_KEY)
-        if doc is None:
-            self._version, self._state = -1, self._declared
-            return self._state
-        if doc.version == self._version:
-            return self._state
-        try:
-            self._state = state_of(self._topology, doc.body)
-            log.info("Edge state version %d in use: federation route %s, next hops %s",
-                     doc.version, self._state.federation_route, self._state.next_hops)
-        except EdgeStateError as exc:
-            log.error("CMS edge document version %d does not load (%s); keeping the "
-                      "previous Edge state", doc.version, exc)
-        self._version = doc.version
-        return self._state
+        def parse(body: str) -> EdgeState:
+            try:
+                return state_of(topology, body)
+            except EdgeStateError as exc:
+                raise DocumentError(str(exc)) from None
+        super().__init__(EDGE_KEY, snapshot, parse, EdgeState.from_topology(topology))
 
 
 __all__ = [

@@ -9,6 +9,7 @@ import logging
 import signal
 import sys
 import time
+from typing import Protocol
 
 from trimaran.admin.overview import Overview
 from trimaran.admin.overview_model import AgentEndpoint
@@ -73,6 +74,37 @@ def setup_logging(server: str, level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+
+
+def stop_on_signals() -> asyncio.Event:
+    """An event SIGTERM or SIGINT sets: the server's cue for its ordered shutdown."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+class _Service(Protocol):
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+async def run_following(name: str, follower: CmsFollower, server: _Service) -> int:
+    """Follow the CMS, run `server` until SIGTERM/SIGINT, then stop both in order."""
+    stop = stop_on_signals()
+    try:
+        await follower.start()
+        await server.start()
+        gc.collect()
+        gc.freeze()          # start-up's objects live as long as the process: never rescan
+        log.info("server %s ready", name)
+        await stop.wait()
+    finally:
+        await server.stop()
+        await follower.stop()
+    return 0
 
 
 def frontend_config(topology: Topology, rundir: RunDir, name: str) -> FrontEndConfig:
@@ -208,10 +240,7 @@ async def serve_director(topology: Topology, rundir: RunDir, name: str, pool: Po
     director = DirectorServer(config, topology, follower, watches,
                               Directory(topology, rundir.cms_secret(), local_host=spec.address),
                               routes=StatusPage(overview).routes())
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
     try:
         await director.start()
         log.info("server %s ready", name)
@@ -225,10 +254,7 @@ async def serve_director(topology: Topology, rundir: RunDir, name: str, pool: Po
 async def serve_dns(topology: Topology, name: str, pool: Pool) -> int:
     """Run dns server `name` until SIGTERM/SIGINT."""
     spec = Resolver(topology).server(name)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
     await run_dns(DnsConfig(topology, spec, pool.site_of(spec)), stop)
     return 0
 
@@ -276,19 +302,7 @@ async def serve_mediation(topology: Topology, rundir: RunDir, name: str, pool: P
                            local_host=spec.address)
     source = VoiceSource(topology, lambda: follower.snapshot)
     server = MediationServer(mediation_config(topology, rundir, name, pool), source.current)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await follower.start()
-        await server.start()
-        log.info("server %s ready", name)
-        await stop.wait()
-    finally:
-        await server.stop()
-        await follower.stop()
-    return 0
+    return await run_following(name, follower, server)
 
 
 async def serve_edge(topology: Topology, rundir: RunDir, name: str, pool: Pool) -> int:
@@ -308,19 +322,7 @@ async def serve_edge(topology: Topology, rundir: RunDir, name: str, pool: Pool) 
                         outside=(outside.host, outside.port), admin_port=spec.admin_port,
                         internal=internal)
     server = EdgeServer(config, topology, source.current)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await follower.start()
-        await server.start()
-        log.info("server %s ready", name)
-        await stop.wait()
-    finally:
-        await server.stop()
-        await follower.stop()
-    return 0
+    return await run_following(name, follower, server)
 
 
 def status_overview(topology: Topology, rundir: RunDir, name: str) -> Overview:
@@ -418,10 +420,7 @@ async def serve(rundir: RunDir, name: str) -> int:
                             federation=FederationRoute(
                                 topology, EdgeSource(topology, lambda: cms.snapshot).current,
                                 rundir.cms_secret()))
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
     try:
         await server.start()
         if mediation is not None:
