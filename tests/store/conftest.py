@@ -124,7 +124,9 @@ def pg_server() -> Iterator[PgInstance]:
 
 
 _DATABASE_NUMBERS = itertools.count(1)
-_EMPTIED: list[str] = []       # databases of finished tests, emptied, ready for another
+# Databases of finished tests, emptied, ready for another — per server (the chat tests
+# run their own server: a name emptied there does not exist on another one).
+_EMPTIED: dict[str, list[str]] = {}
 
 
 @contextlib.asynccontextmanager
@@ -135,8 +137,9 @@ async def fresh_database(server: PgInstance) -> AsyncIterator[str]:
     it is emptied (sessions ended, schema dropped and re-created, settings reset) and
     handed to a later test, which cannot tell it from a new one: that costs a few
     milliseconds where CREATE DATABASE copies a template."""
-    if _EMPTIED:
-        name = _EMPTIED.pop()
+    emptied = _EMPTIED.setdefault(server.dsn, [])
+    if emptied:
+        name = emptied.pop()
     else:
         name = f"test_{next(_DATABASE_NUMBERS)}"
         await admin_execute(server, f'CREATE DATABASE "{name}"')
@@ -147,7 +150,7 @@ async def fresh_database(server: PgInstance) -> AsyncIterator[str]:
         if server.is_running():
             try:
                 await _empty(dsn, name)
-                _EMPTIED.append(name)
+                emptied.append(name)
             except (asyncpg.PostgresError, OSError):
                 await admin_execute(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
