@@ -32,8 +32,6 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
 from trimaran.apps.model import (
     Action,
     AgentGroup,
@@ -63,6 +61,7 @@ from trimaran.topology.loadkit import (
     as_str,
     as_str_list,
     bad,
+    dump_yaml,
     enum_of,
     is_path,
     line_of,
@@ -351,17 +350,9 @@ def _plain(value: object) -> object:
     return value
 
 
-class _Dumper(yaml.SafeDumper):
-    """Never writes anchors/aliases (the loader refuses them)."""
-
-    def ignore_aliases(self, data: object) -> bool:
-        return True
-
-
 def dump_apps(config: AppsConfig) -> str:
     """The configuration as a YAML document that `read_apps` loads back equal."""
-    return yaml.dump(apps_data(config), Dumper=_Dumper, sort_keys=False,
-                     allow_unicode=True, default_flow_style=False, width=1_000)
+    return dump_yaml(apps_data(config))
 
 
 __all__ = [

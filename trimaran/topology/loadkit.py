@@ -359,6 +359,20 @@ class Fields:
         return default if parsed is None else parsed
 
 
+class _NoAliasDumper(yaml.SafeDumper):
+    """Never writes anchors/aliases (the loaders refuse them)."""
+
+    def ignore_aliases(self, data: object) -> bool:
+        return True
+
+
+def dump_yaml(data: object) -> str:
+    """`data` (plain mappings, lists, scalars) as a YAML document the loaders read back:
+    keys in the given order, no aliases, block style, long lines kept whole."""
+    return yaml.dump(data, Dumper=_NoAliasDumper, sort_keys=False, allow_unicode=True,
+                     default_flow_style=False, width=1_000)
+
+
 __all__ = [
     "INVALID",
     "MAX_DOCUMENT_BYTES",
@@ -376,6 +390,7 @@ __all__ = [
     "bad",
     "child",
     "describe",
+    "dump_yaml",
     "enum_of",
     "is_path",
     "item",

@@ -21,8 +21,6 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
 from trimaran.topology.errors import Violation
 from trimaran.topology.loadkit import (
     Context,
@@ -32,6 +30,7 @@ from trimaran.topology.loadkit import (
     as_number,
     as_str,
     as_str_list,
+    dump_yaml,
     enum_of,
     is_path,
     line_of,
@@ -228,17 +227,9 @@ def _plain(value: object) -> object:
     return value
 
 
-class _Dumper(yaml.SafeDumper):
-    """Never writes anchors/aliases (the loader refuses them)."""
-
-    def ignore_aliases(self, data: object) -> bool:
-        return True
-
-
 def dump_voice(config: VoiceConfig) -> str:
     """The configuration as a YAML document that `read_voice` loads back equal."""
-    return yaml.dump(voice_data(config), Dumper=_Dumper, sort_keys=False,
-                     allow_unicode=True, default_flow_style=False, width=1_000)
+    return dump_yaml(voice_data(config))
 
 
 __all__ = [
