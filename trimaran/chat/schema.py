@@ -83,9 +83,18 @@ CREATE INDEX chat_messages_tsv ON chat_messages USING GIN (body_tsv);
 """
 
 #: The chat schema, oldest first. Append; never edit an entry once released.
+_V2 = """
+CREATE TABLE chat_heartbeats (
+    server TEXT PRIMARY KEY,
+    at DOUBLE PRECISION NOT NULL
+);
+"""
+
 MIGRATIONS: tuple[Migration[PgMigrationConnection], ...] = (
     Migration(1, "chat categories, rooms, members, invitations, messages with full-text "
                  "search", _V1),
+    Migration(2, "heartbeats of the chat servers (keep log shipping's replay time fresh)",
+              _V2),
 )
 
 

@@ -29,7 +29,7 @@ refusal, ``ChatRefused(404, "no such room")``; operations without an actor raise
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TypeVar
 
 from trimaran.chat import rules
@@ -41,6 +41,8 @@ from trimaran.store.postgres_db import PgDatabase, PgTx, Record, Retry
 
 T = TypeVar("T")
 
+#: The PostgreSQL notification channel a committed post is announced on ("SEQ|ROOM").
+NOTIFY_CHANNEL = "trimaran_chat"
 MAX_LIMIT = 1000          # most messages one history, catch-up or search call returns
 
 
@@ -414,6 +416,8 @@ class ChatStore:
                 return stored
             await tx.execute("UPDATE chat_rooms SET last_seq = $2 WHERE name = $1",
                              room.name, seq)
+            # Delivered to the chat servers' listeners when (and only if) this commits.
+            await tx.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, f"{seq}|{room.name}")
             return _message(row)
 
         return await self._write(work, f"posting {message.id!r} to {message.room!r}")
@@ -468,6 +472,25 @@ class ChatStore:
             return int(value)
 
         return await self._read(work, f"reading the last seq of {room!r}")
+
+    async def last_seqs(self, rooms: Sequence[str]) -> dict[str, int]:
+        """The latest message number of each of `rooms` that exists (one query)."""
+        async def work(tx: PgTx) -> dict[str, int]:
+            rows = await tx.all("SELECT name, last_seq FROM chat_rooms WHERE name = ANY($1)",
+                                list(rooms))
+            return {str(r["name"]): int(r["last_seq"]) for r in rows}
+
+        return await self._read(work, "reading the rooms' last seqs")
+
+    async def beat(self, server: str, at: float) -> None:
+        """Record that chat server `server` is alive at `at`: a commit every beat keeps
+        the log-shipped copy's last replayed commit time fresh, so the shipping lag in
+        seconds means what it says even when nobody posts."""
+        async def work(tx: PgTx) -> None:
+            await tx.execute("INSERT INTO chat_heartbeats (server, at) VALUES ($1, $2) "
+                             "ON CONFLICT (server) DO UPDATE SET at = EXCLUDED.at", server, at)
+
+        await self._write(work, "recording a heartbeat")
 
     async def search(self, room: str | None, text: str, user: str,
                      limit: int = 50) -> list[Message]:

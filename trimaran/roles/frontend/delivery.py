@@ -73,6 +73,8 @@ class Delivery:
         if server.apps is not None and await server.apps.route(incoming, sender,
                                                              from_pstn=pstn is not None):
             return
+        if server.chat is not None and pstn is None and await server.chat.route(incoming, sender):
+            return
         if server.voice is not None and request.method == "INVITE" and asserted is None:
             routed = await server.voice.route(incoming, sender, from_pstn=pstn is not None)
             if routed is None:

@@ -30,6 +30,7 @@ from trimaran.cms.failover import Standing
 from trimaran.net.endpoint import IncomingRequest, SipEndpoint
 from trimaran.net.transport import Address, Flow, TransportConfig, TransportError
 from trimaran.roles.frontend.apps import AppRouter
+from trimaran.roles.frontend.chat import ChatRouter
 from trimaran.roles.frontend.authn import RequestAuthenticator
 from trimaran.roles.frontend.cache import BindingCache
 from trimaran.roles.frontend.config import FrontEndConfig
@@ -83,7 +84,8 @@ class FrontEndServer:
                  voice: Callable[[FrontEndServer], VoiceRouting] | None = None,
                  apps: Callable[[FrontEndServer], AppRouter] | None = None,
                  app_status: Callable[[], dict[str, object]] | None = None,
-                 federation: FederationRoute | None = None) -> None:
+                 federation: FederationRoute | None = None,
+                 chat: Callable[[FrontEndServer], ChatRouter] | None = None) -> None:
         self.config = config
         self.store = store
         self.dr = dr
@@ -130,6 +132,7 @@ class FrontEndServer:
                 dr.auto.is_leader = self.is_shipper
         self.voice = voice(self) if voice is not None else None
         self.apps = apps(self) if apps is not None else None
+        self.chat = chat(self) if chat is not None else None
         self.delivery = Delivery(self)
         self.federation = federation
         self._app_status = app_status
@@ -207,6 +210,8 @@ class FrontEndServer:
             status["voice"] = self.voice.status()
         if self._app_status is not None:
             status["apps"] = self._app_status()
+        if self.chat is not None:
+            status["chat"] = self.chat.status()
         return status
 
     def is_shipper(self) -> bool:
