@@ -42,7 +42,7 @@ START_TIMEOUT = 30.0
 
 
 RUNNABLE = frozenset({PoolRole.FRONTEND, PoolRole.WITNESS, PoolRole.DNS, PoolRole.DIRECTOR,
-                      PoolRole.MEDIATION, PoolRole.SBA, PoolRole.EDGE})
+                      PoolRole.MEDIATION, PoolRole.SBA, PoolRole.EDGE, PoolRole.CHAT})
 
 
 def runnable(topology: Topology) -> list[ServerState]:
@@ -52,7 +52,8 @@ def runnable(topology: Topology) -> list[ServerState]:
     for pool in ordered:
         if pool.role not in RUNNABLE:
             fail(f"pool {pool.name}: {pool.role.value} pools cannot be run by this version "
-                 "yet (Front End, Director, Edge, Mediation, SBA, witness and dns pools can)")
+                 "yet (Front End, Director, Edge, Mediation, SBA, chat, witness and dns pools "
+                 "can)")
         for srv in pool.servers:
             servers.append(ServerState(srv.name, pool.name, pool.role.value, srv.address,
                                        srv.sip_port, srv.admin_port))

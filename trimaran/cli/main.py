@@ -9,6 +9,7 @@ import click
 
 from trimaran import __version__
 from trimaran.cli.apps import apps
+from trimaran.cli.chat import chat
 from trimaran.cli.db import db
 from trimaran.cli.demo import demo
 from trimaran.cli.deploy import agent, down, serve, server, status, up
@@ -28,7 +29,7 @@ def cli() -> None:
 
 
 for command in (topology, up, down, status, server, site, serve, agent, db, user, demo, pool,
-                backup, cms, drill, voice, apps, edge):
+                backup, cms, drill, voice, apps, edge, chat):
     cli.add_command(command)
 
 

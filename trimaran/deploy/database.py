@@ -2,48 +2,106 @@
 mirrored Back End the agents beside them (DESIGN §3 "Back End mirroring").
 
 An agent's admin API listens on its instance's address, port + AGENT_PORT_OFFSET.
+
+A Persistent Chat pool's store (PC-3) is a Back End like an Enterprise pool's
+(``<pool>-principal``, ``<pool>-mirror`` and their agents), plus, when the pool ships
+its log, the copy in the second data center: ``<pool>-shipped`` (role `SHIPPED`) and
+its optional mirror ``<pool>-shipped-mirror`` (role `SHIPPED_MIRROR`), hot standbys
+without agents (`trimaran.deploy.chatdb`).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from trimaran.backend.agent import AgentConfig
 from trimaran.backend.decide import Policy, Role
 from trimaran.backend.instance import PgInstance
-from trimaran.deploy.rundir import DatabaseState, RunDir
+from trimaran.deploy.rundir import DatabaseState, DeploymentState, RunDir
 from trimaran.store.base import Store
 from trimaran.store.postgres import PostgresStore
 from trimaran.store.sqlite import SqliteStore
 from trimaran.topology.model import Edition, Pool, PoolRole, Topology
 
 AGENT_PORT_OFFSET = 10_000
+#: Roles of a chat pool's log-shipped copy and of its mirror (no agents).
+SHIPPED = "shipped"
+SHIPPED_MIRROR = "shipped-mirror"
+SHIPPED_ROLES = frozenset({SHIPPED, SHIPPED_MIRROR})
+
+
+def _has_store(pool: Pool) -> bool:
+    """An Enterprise Front End pool or a chat pool: its Back End is run here."""
+    if pool.role is PoolRole.FRONTEND:
+        return pool.edition is Edition.ENTERPRISE
+    return pool.role is PoolRole.CHAT
 
 
 def databases_of(topology: Topology) -> list[DatabaseState]:
-    """The PostgreSQL instances the topology's Enterprise pools need."""
+    """The PostgreSQL instances the topology's Enterprise and chat pools need (a chat
+    pool's log-shipped copy and its mirror after its pair)."""
     out = []
     for pool in topology.pools:
-        if pool.role is not PoolRole.FRONTEND or pool.edition is not Edition.ENTERPRISE:
-            continue
         backend = pool.backend
-        if backend is None or backend.principal is None:
+        if not _has_store(pool) or backend is None or backend.principal is None:
             continue
         principal, mirror = backend.principal, backend.mirror
         p_name, m_name = f"{pool.name}-principal", f"{pool.name}-mirror"
         if mirror is None:
             out.append(DatabaseState(p_name, pool.name, "principal", principal.address,
                                      principal.port))
-            continue
-        out.append(DatabaseState(p_name, pool.name, "principal", principal.address,
-                                 principal.port, m_name, principal.port + AGENT_PORT_OFFSET))
-        out.append(DatabaseState(m_name, pool.name, "mirror", mirror.address, mirror.port,
-                                 p_name, mirror.port + AGENT_PORT_OFFSET))
+        else:
+            out.append(DatabaseState(p_name, pool.name, "principal", principal.address,
+                                     principal.port, m_name,
+                                     principal.port + AGENT_PORT_OFFSET))
+            out.append(DatabaseState(m_name, pool.name, "mirror", mirror.address, mirror.port,
+                                     p_name, mirror.port + AGENT_PORT_OFFSET))
+        shipping = pool.log_shipping if pool.role is PoolRole.CHAT else None
+        if shipping is not None:
+            for role, db in shipping.instances:
+                kind = SHIPPED if role == "principal" else SHIPPED_MIRROR
+                out.append(DatabaseState(f"{pool.name}-{kind}", pool.name, kind, db.address,
+                                         db.port))
     return out
 
 
+@dataclass(frozen=True)
+class ChatDatabases:
+    """The instances of one chat pool in a deployment: the pair (the principal at
+    creation first) and the log-shipped copy with its mirror (None when absent)."""
+
+    pool: str
+    pair: tuple[DatabaseState, ...]
+    shipped: DatabaseState | None
+    shipped_mirror: DatabaseState | None
+
+    @property
+    def copies(self) -> tuple[DatabaseState, ...]:
+        """The copy and its mirror, those that exist."""
+        return tuple(d for d in (self.shipped, self.shipped_mirror) if d is not None)
+
+
+def chat_databases(state: DeploymentState, pool: str) -> ChatDatabases:
+    """The instances of chat pool `pool` (`LookupError` when it has none)."""
+    mine = [d for d in state.databases.values() if d.pool == pool]
+    pair = tuple(sorted((d for d in mine if d.role in ("principal", "mirror")),
+                        key=lambda d: d.role != "principal"))
+    if not pair:
+        raise LookupError(f"pool {pool} has no store in this deployment")
+    by_role = {d.role: d for d in mine}
+    return ChatDatabases(pool, pair, by_role.get(SHIPPED), by_role.get(SHIPPED_MIRROR))
+
+
+def one_dsn(database: DatabaseState) -> str:
+    """The DSN of one instance, whatever its role."""
+    return f"postgresql://trimaran@{database.address}:{database.port}/trimaran"
+
+
 def instance(rundir: RunDir, database: DatabaseState) -> PgInstance:
-    """The PgInstance managing `database` in this run directory."""
+    """The PgInstance managing `database` in this run directory (with the replication
+    settings when it is one of a mirrored pair or a log-shipped copy)."""
     return PgInstance(rundir.database_dir(database.name), database.address, database.port,
-                      mirrored=database.partner is not None)
+                      mirrored=database.partner is not None or database.role in SHIPPED_ROLES)
 
 
 def agent_url(database: DatabaseState) -> str:

@@ -9,6 +9,7 @@ import logging
 import signal
 import sys
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 from trimaran.admin.overview import Overview
@@ -20,19 +21,24 @@ from trimaran.backend.witness import run_witness
 from trimaran.backup.service import BackupService
 from trimaran.cms.appsdoc import AppsSource
 from trimaran.cms.autofailover import AutoFailover
+from trimaran.cms.chatdoc import ChatSource
 from trimaran.cms.directory import Directory
 from trimaran.cms.edgedoc import EdgeSource
 from trimaran.cms.follower import CmsFollower
 from trimaran.cms.liveness import PartnerWatch
+from trimaran.cms.replica import Snapshot
 from trimaran.cms.service import CmsService
 from trimaran.cms.voicedoc import VoiceSource
+from trimaran.deploy.chatdb import chat_dsn
 from trimaran.deploy.database import agent_url, databases_of, pool_dsn
 from trimaran.deploy.rundir import RunDir
 from trimaran.deploy.sites import SiteError, load_failed
+from trimaran.roles.chat.server import ChatServer, ChatServerConfig
 from trimaran.roles.director.server import DirectorConfig, DirectorServer
 from trimaran.roles.dns.server import DnsConfig, run_dns
 from trimaran.roles.edge.server import EdgeConfig, EdgeServer
 from trimaran.roles.frontend.apps import AppRouter
+from trimaran.roles.frontend.chat import ChatRouter
 from trimaran.roles.frontend.config import FrontEndConfig
 from trimaran.roles.frontend.federation import FederationRoute
 from trimaran.roles.frontend.homing import DisasterRecovery, Homing
@@ -325,6 +331,42 @@ async def serve_edge(topology: Topology, rundir: RunDir, name: str, pool: Pool) 
     return await run_following(name, follower, server)
 
 
+def chat_config(topology: Topology, rundir: RunDir, name: str, pool: Pool) -> ChatServerConfig:
+    """The configuration of chat server `name` (PC-1..PC-4)."""
+    spec = Resolver(topology).server(name)
+    shipping = None
+    if pool.log_shipping is not None and pool.backend is not None:
+        primaries = tuple(f"postgresql://trimaran@{db.address}:{db.port}/trimaran"
+                          for db in (pool.backend.principal, pool.backend.mirror)
+                          if db is not None)
+        copy = pool.log_shipping.principal
+        shipping = (primaries, f"postgresql://trimaran@{copy.address}:{copy.port}/trimaran")
+    return ChatServerConfig(
+        server=name, pool=pool.name, host=spec.address, sip_port=spec.sip_port,
+        admin_port=spec.admin_port, domain=topology.sip_domain, secret=rundir.cms_secret(),
+        dsn=lambda mode: chat_dsn(topology, pool.name, mode), shipping=shipping)
+
+
+async def serve_chat(topology: Topology, rundir: RunDir, name: str, pool: Pool) -> int:
+    """Run chat server `name` until SIGTERM/SIGINT (PC-1..PC-4)."""
+    spec = Resolver(topology).server(name)
+    follower = CmsFollower(server=name, pool=pool.name, topology=topology,
+                           replica_path=rundir.cms_replica(name), secret=rundir.cms_secret(),
+                           local_host=spec.address)
+    source = ChatSource(topology, lambda: follower.snapshot)
+    server = ChatServer(chat_config(topology, rundir, name, pool), source.current)
+    return await run_following(name, follower, server)
+
+
+def chat_router(topology: Topology, rundir: RunDir,
+                snapshot: Callable[[], Snapshot]) -> Callable[[FrontEndServer], ChatRouter] | None:
+    """How a Front End sends its users' chat requests, when the deployment has chat."""
+    if not any(p.role is PoolRole.CHAT for p in topology.pools):
+        return None
+    source = ChatSource(topology, snapshot)
+    return lambda fe: ChatRouter(fe, source.current, rundir.cms_secret(), topology)
+
+
 def status_overview(topology: Topology, rundir: RunDir, name: str) -> Overview:
     """The deployment overview behind server `name`'s status page (OPS-3): every server
     of the topology, the mirroring agents, the failed sites recorded in `rundir`."""
@@ -384,6 +426,8 @@ async def serve(rundir: RunDir, name: str) -> int:
         return await serve_mediation(topology, rundir, name, pool)
     if pool.role is PoolRole.EDGE:
         return await serve_edge(topology, rundir, name, pool)
+    if pool.role is PoolRole.CHAT:
+        return await serve_chat(topology, rundir, name, pool)
     if pool.role not in (PoolRole.FRONTEND, PoolRole.SBA):
         log.error("server %s: %s pools are not runnable by this version yet", name, pool.role)
         return 1
@@ -419,7 +463,8 @@ async def serve(rundir: RunDir, name: str) -> int:
                             app_status=app_server.status if app_server else None,
                             federation=FederationRoute(
                                 topology, EdgeSource(topology, lambda: cms.snapshot).current,
-                                rundir.cms_secret()))
+                                rundir.cms_secret()),
+                            chat=chat_router(topology, rundir, lambda: cms.snapshot))
     stop = stop_on_signals()
     try:
         await server.start()

@@ -59,7 +59,7 @@ from typing import Any
 from trimaran.backend.durable import DurableStateError, read_json, write_json
 from trimaran.backend.instance import BackendError
 from trimaran.deploy.backends import agent_healthy, start_agent
-from trimaran.deploy.database import instance
+from trimaran.deploy.database import SHIPPED, SHIPPED_MIRROR, instance
 from trimaran.deploy.rundir import DatabaseState, DeploymentState, RunDir, ServerState
 from trimaran.deploy.supervisor import (
     pid_alive,
@@ -149,16 +149,28 @@ def site_names(topology: Topology) -> tuple[str, ...]:
 
 
 def _database_sites(topology: Topology) -> dict[tuple[str, str], str]:
-    """(pool, "principal"|"mirror") -> the site of that Back End instance."""
+    """(pool, role) -> the site of that Back End instance: "principal" and "mirror" of
+    a Back End; a chat pool's log-shipped copy, "shipped" and "shipped-mirror", in its
+    log-shipping site."""
     out: dict[tuple[str, str], str] = {}
     for pool in topology.pools:
         backend = pool.backend
-        if backend is None:
-            continue
-        for role, db in (("principal", backend.principal), ("mirror", backend.mirror)):
-            if db is not None:
-                out[(pool.name, role)] = db.site or pool.site
+        if backend is not None:
+            for role, db in (("principal", backend.principal), ("mirror", backend.mirror)):
+                if db is not None:
+                    out[(pool.name, role)] = db.site or pool.site
+        shipping = pool.log_shipping
+        if shipping is not None:
+            for role, _ in shipping.instances:
+                kind = SHIPPED if role == "principal" else SHIPPED_MIRROR
+                out[(pool.name, kind)] = shipping.site
     return out
+
+
+def database_site(topology: Topology, database: DatabaseState) -> str | None:
+    """The site a Back End instance of the deployment lives in (None: not in the
+    topology)."""
+    return _database_sites(topology).get((database.pool, database.role))
 
 
 def _external_witnesses(topology: Topology, site: str) -> list[str]:

@@ -55,6 +55,7 @@ from trimaran.topology.model import (
     DatabaseEndpoint,
     Edition,
     FederatedPartner,
+    LogShipping,
     Pool,
     PoolRole,
     Server,
@@ -152,6 +153,22 @@ def _backend(ctx: Context, value: object, path: str) -> Backend | None:
     )
 
 
+def _shipped_database(ctx: Context, value: object, path: str) -> DatabaseEndpoint | None:
+    """An instance of a log-shipped copy: its site is the copy's (no ``site`` key)."""
+    f = Fields(ctx, value, path, "database", ("address", "port"))
+    address = f.required("address", as_str)
+    port = f.optional("port", as_int, DatabaseEndpoint("").port)
+    return None if address is None else DatabaseEndpoint(address, port)
+
+
+def _log_shipping(ctx: Context, value: object, path: str) -> LogShipping | None:
+    f = Fields(ctx, value, path, "log_shipping", ("site", "principal", "mirror"))
+    site = f.required("site", as_str)
+    principal = f.required("principal", _shipped_database)
+    mirror = f.optional("mirror", _shipped_database, None)
+    return None if site is None or principal is None else LogShipping(site, principal, mirror)
+
+
 def _capacity(ctx: Context, value: object, path: str) -> Capacity | None:
     f = Fields(ctx, value, path, "capacity", ("users_per_server", "users_per_pool"))
     defaults = Capacity()
@@ -164,7 +181,7 @@ def _capacity(ctx: Context, value: object, path: str) -> Capacity | None:
 _POOL_KEYS = (
     "name", "site", "role", "servers", "edition", "backup_pool", "paired_with",
     "backup_registrar", "backend", "capacity", "expected_users", "edge_pool", "next_hop",
-    "active_servers", "auto_failover", "federation", "dns_view",
+    "active_servers", "auto_failover", "federation", "dns_view", "log_shipping",
 )
 
 
@@ -206,6 +223,7 @@ def _pool(ctx: Context, value: object, path: str) -> Pool | None:
         "auto_failover": f.optional("auto_failover", as_bool, False),
         "federation": f.optional("federation", as_bool, False),
         "dns_view": f.optional("dns_view", as_str, "internal"),
+        "log_shipping": f.optional("log_shipping", _log_shipping, None),
     }
     if name is None or site is None or role is None or servers is None:
         return None

@@ -200,6 +200,26 @@ class Backend:
 
 
 @dataclass(frozen=True, slots=True)
+class LogShipping:
+    """A chat pool's asynchronous copy of its store in a second data center (PC-3):
+    `principal` streams the primary data center's log (a cascading hot standby),
+    `mirror`, optional, streams from it and becomes its synchronous mirror once a
+    ``chat failover`` has promoted it (PC-4). Both live in `site`."""
+
+    site: str
+    principal: DatabaseEndpoint
+    mirror: DatabaseEndpoint | None = None
+
+    @property
+    def instances(self) -> tuple[tuple[str, DatabaseEndpoint], ...]:
+        """(role, endpoint) of the shipped copy and of its mirror when there is one."""
+        found = [("principal", self.principal)]
+        if self.mirror is not None:
+            found.append(("mirror", self.mirror))
+        return tuple(found)
+
+
+@dataclass(frozen=True, slots=True)
 class Capacity:
     """Users a Front End pool may carry (FE-6); defaults are the model's figures."""
 
@@ -222,7 +242,10 @@ class Pool:
                         older spelling, still accepted), read it as `backup_pool`
       backup_registrar  frontend, sba: where users sign in when this pool is down (DR-8);
                         for a paired pool it is the paired pool, implied when omitted
-      backend           frontend (enterprise, required there), chat
+      backend           frontend (enterprise, required there), chat (its store in the
+                        primary data center: principal, synchronous mirror, witness)
+      log_shipping      chat: the asynchronous copy of the store in a second data center
+                        (PC-3), which ``chat failover`` promotes (PC-4)
       capacity          frontend: overrides of the FE-6 figures
       expected_users    frontend: users planned on this pool, checked against capacity
       edge_pool         frontend: the Edge pool relaying its media (EDGE-5)
@@ -251,6 +274,7 @@ class Pool:
     auto_failover: bool = False
     federation: bool = False
     dns_view: str = "internal"
+    log_shipping: LogShipping | None = None
 
     @property
     def backup_pool(self) -> str | None:

@@ -1,4 +1,5 @@
-"""Topology rules about pools and their roles (TOP-2, DR-1, FE-6, BE, PC-2, METRO-1, EV-1).
+"""Topology rules about pools and their roles (TOP-2, DR-1, FE-6, BE, PC-2, PC-3, METRO-1,
+EV-1).
 
 Same contract as `trimaran.topology.rules`: each rule takes `Facts`, yields one
 violation per offending element with its path, and skips what another rule
@@ -24,7 +25,15 @@ from trimaran.topology.model import (
     SiteKind,
     parse_ip,
 )
-from trimaran.topology.rules import Facts, error, pool_path, server_path, warning
+from trimaran.topology.rules import (
+    Facts,
+    IpAddress,
+    error,
+    listeners,
+    pool_path,
+    server_path,
+    warning,
+)
 
 FE, DIR, EDGE, SBA, CHAT, MEDIATION = (
     PoolRole.FRONTEND, PoolRole.DIRECTOR, PoolRole.EDGE, PoolRole.SBA, PoolRole.CHAT,
@@ -43,6 +52,7 @@ ROLE_FIELDS: dict[str, frozenset[PoolRole]] = {
     "edge_pool": frozenset({FE}),
     "next_hop": frozenset({EDGE, MEDIATION}),
     "active_servers": frozenset({CHAT}),
+    "log_shipping": frozenset({CHAT}),
 }
 # How a field is named in messages when its file key differs from the model's.
 _SHOWN_AS = {"paired_with": "backup_pool (paired_with)"}
@@ -272,6 +282,63 @@ def check_chat_servers(facts: Facts) -> Iterator[Violation]:
         for k, name in enumerate(pool.active_servers or ()):
             if name in (pool.active_servers or ())[:k]:
                 yield error(f"{pool_path(i)}.active_servers[{k}]", f"{name} is listed twice")
+
+
+def check_chat_store(facts: Facts) -> Iterator[Violation]:
+    """A chat pool's store (PC-3): a Back End with a principal when it has one (and
+    always when it ships its log); the log-shipped copy in a known site other than the
+    principal's, where some of the pool's servers are (a failover activates them,
+    PC-4); its instances on IP addresses and free ports (no clash with any other
+    listener, or with each other)."""
+    taken: dict[tuple[IpAddress, int], str] = {}
+    for listener in listeners(facts):
+        if listener.ip is not None and listener.port is not None:
+            taken.setdefault((listener.ip, listener.port), f"{listener.what} at {listener.path}")
+    for i, pool in enumerate(facts.topology.pools):
+        if pool.role is not CHAT:
+            continue
+        base, backend, shipping = pool_path(i), pool.backend, pool.log_shipping
+        if backend is not None and backend.principal is None and backend.mirror is None:
+            yield error(f"{base}.backend.principal", "the chat store needs a principal")
+        if shipping is None:
+            continue
+        path = f"{base}.log_shipping"
+        principal = backend.principal if backend is not None else None
+        if principal is None:
+            if backend is None:
+                yield error(f"{base}.backend", "a chat pool that ships its log needs a Back "
+                            "End (principal) to ship it from")
+        elif shipping.site not in facts.sites:
+            yield error(f"{path}.site", f"unknown site {shipping.site!r}")
+        elif shipping.site == (principal.site or pool.site):
+            yield error(f"{path}.site", f"the log-shipped copy is in site {shipping.site} "
+                        f"with the principal: it must be in a second data center")
+        elif not any(pool.site_of(s) == shipping.site for s in pool.servers):
+            yield error(f"{path}.site", f"no server of pool {pool.name} is in site "
+                        f"{shipping.site}: after a chat failover none would serve")
+        for role, db in shipping.instances:
+            yield from _check_shipped(f"{path}.{role}", db, f"log-shipped {role} of pool "
+                                      f"{pool.name}", taken)
+
+
+def _check_shipped(path: str, db: DatabaseEndpoint, what: str,
+                   taken: dict[tuple[IpAddress, int], str]) -> Iterator[Violation]:
+    ip = parse_ip(db.address)
+    if ip is None:
+        yield error(f"{path}.address", f"{db.address!r} is not an IP address literal ({what})")
+        return
+    if ip.is_unspecified or ip.is_multicast:
+        yield error(f"{path}.address", f"{db.address} cannot be a server's own address "
+                    f"({what})")
+    if not 1 <= db.port <= 65535:
+        yield error(f"{path}.port", f"port {db.port} is not in 1..65535 ({what})")
+        return
+    first = taken.get((ip, db.port))
+    if first is not None:
+        yield error(f"{path}.port", f"{db.address}:{db.port} ({what}) is already used by "
+                    f"{first}")
+    else:
+        taken[(ip, db.port)] = f"{what} at {path}.port"
 
 
 def check_backend(facts: Facts) -> Iterator[Violation]:

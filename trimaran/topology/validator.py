@@ -52,6 +52,7 @@ RULES: tuple[Rule, ...] = (
     Rule("sbas-per-branch", pool_rules.check_sbas_per_branch),
     Rule("director-collocation", pool_rules.check_director_collocation),
     Rule("chat-servers", pool_rules.check_chat_servers),
+    Rule("chat-store", pool_rules.check_chat_store),
     Rule("backend", pool_rules.check_backend),
     Rule("edge", pool_rules.check_edge),
     Rule("edge-external", edge_rules.check_edge_external),

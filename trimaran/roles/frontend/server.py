@@ -30,9 +30,9 @@ from trimaran.cms.failover import Standing
 from trimaran.net.endpoint import IncomingRequest, SipEndpoint
 from trimaran.net.transport import Address, Flow, TransportConfig, TransportError
 from trimaran.roles.frontend.apps import AppRouter
-from trimaran.roles.frontend.chat import ChatRouter
 from trimaran.roles.frontend.authn import RequestAuthenticator
 from trimaran.roles.frontend.cache import BindingCache
+from trimaran.roles.frontend.chat import ChatRouter
 from trimaran.roles.frontend.config import FrontEndConfig
 from trimaran.roles.frontend.delivery import Delivery
 from trimaran.roles.frontend.federation import FederationRoute
