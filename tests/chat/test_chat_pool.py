@@ -109,21 +109,6 @@ async def test_rooms_membership_posting_history_and_search_over_real_sockets(
         await chat.close_members()
 
 
-async def test_history_survives_a_restart_of_every_chat_server(chat: Chat) -> None:
-    bob = await chat.member("bob")
-    before = await _all_ids(bob, "ops")
-    await chat.close_members()
-    for server in (*DC1_CHAT, *DC2_CHAT):
-        chat.cli("server", "kill", server)
-    for server in (*DC1_CHAT, *DC2_CHAT):
-        chat.cli("server", "start", server)
-    try:
-        bob = await chat.member("bob")
-        assert await _all_ids(bob, "ops") == before
-    finally:
-        await chat.close_members()
-
-
 async def test_killing_an_active_chat_server_under_posting_load_loses_no_post(
         chat: Chat) -> None:
     names = ("bob", "carol", "erin", "frank", "grace", "heidi")

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from tests.chat.conftest import CATEGORY
@@ -21,7 +22,7 @@ from trimaran.chat.uris import room_uri
 from trimaran.client.chat import ChatError, ChatMember
 from trimaran.client.ua import UAConfig, UserAgent
 from trimaran.cms.chatdoc import ChatMode, ChatPoolState, ChatState
-from trimaran.net.transport import Address
+from trimaran.net.transport import Address, TransportError
 from trimaran.roles.chat.server import ChatServer, ChatServerConfig
 from trimaran.roles.frontend.chat import ChatRouter
 from trimaran.roles.frontend.config import FrontEndConfig
@@ -86,12 +87,17 @@ pools:
     await fe_store.open()
     for name in ("alice", "bob", "carol", "dave"):
         await add_user(fe_store, name)
-    fe = FrontEndServer(FrontEndConfig(server="se1", pool="se1", domain=DOMAIN,
-                                       host="127.0.0.1", sip_port=0, admin_port=0,
-                                       secret=SECRET, timers=FAST), fe_store,
-                        chat=lambda server: ChatRouter(server, lambda: state["now"], SECRET,
-                                                       topology))
-    await fe.start()
+    for _ in range(10):     # port 0: the TCP twin of a free UDP port may be taken
+        fe = FrontEndServer(FrontEndConfig(server="se1", pool="se1", domain=DOMAIN,
+                                           host="127.0.0.1", sip_port=0, admin_port=0,
+                                           secret=SECRET, timers=FAST), fe_store,
+                            chat=lambda server: ChatRouter(server, lambda: state["now"],
+                                                           SECRET, topology))
+        try:
+            await fe.start()
+            break
+        except TransportError:
+            await fe.stop()
     store = ChatStore(chat_dsn)
     await store.open()
     await store.add_category(Category(CATEGORY))
@@ -186,3 +192,22 @@ async def test_members_of_a_server_that_stops_move_to_another(service: Service) 
 async def _until(predicate: object) -> None:
     while not predicate():    # type: ignore[operator]
         await asyncio.sleep(0.05)
+
+
+async def test_status_and_metrics_count_connections_and_posts(service: Service) -> None:
+    bob = await service.member("bob")
+    await service.member("carol")
+    await bob.post("ops", "counted")
+    server = service.servers[bob.server or ""]
+    base = f"http://{server.config.host}:{server.config.admin_port}"
+    async with aiohttp.ClientSession() as http:
+        async with http.get(base + "/health") as response:
+            assert response.status == 200
+        async with http.get(base + "/status") as response:
+            status = await response.json()
+        async with http.get(base + "/metrics") as response:
+            metrics = await response.text()
+    assert status["active"] is True and status["connections"] >= 1
+    assert status["mode"] == "normal"
+    assert 'chat_requests_total{kind="post",result="200"' in metrics
+    assert "chat_connections" in metrics and 'chat_mode{' in metrics
