@@ -215,13 +215,19 @@ class ChatMember:
         if self._http is None:
             self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
         query = {k: str(v) for k, v in params.items()}
-        async with self._http.request(method, self.api + path, json=body, params=query,
-                                      headers={"Authorization": f"Bearer {self.token}"}
-                                      ) as response:
-            data = await response.json(content_type=None)
-            if response.status >= 400:
-                raise ChatError(response.status, str((data or {}).get("error", "")))
-            return data
+        deadline = time.monotonic() + self.retry_for
+        while True:
+            async with self._http.request(method, self.api + path, json=body, params=query,
+                                          headers={"Authorization": f"Bearer {self.token}"}
+                                          ) as response:
+                data = await response.json(content_type=None)
+                if response.status < 400:
+                    return data
+                error = ChatError(response.status, str((data or {}).get("error", "")))
+            # a read is retried while the server says its store is away for a moment
+            if method != "GET" or error.status != 503 or time.monotonic() > deadline:
+                raise error
+            await asyncio.sleep(0.5)
 
     async def history(self, room: str, before: int | None = None,
                       limit: int = 50) -> list[RoomMessage]:

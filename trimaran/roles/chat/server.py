@@ -201,6 +201,14 @@ class ChatServer:
         if old is not None:
             await old.close()
 
+    def ready(self) -> bool:
+        """True when the store in use is the one the pool's mode names (not while
+        switching after a failover or failback): only then are connections taken."""
+        if self.store is None:
+            return False
+        mode = self.pool_state().mode
+        return mode is ChatMode.FAILING_BACK or self._dsn == self.config.dsn(mode)
+
     def _api_store(self) -> ChatStore:
         if self.store is None:
             raise ChatStoreUnavailable("the chat store is not reachable yet")
@@ -265,9 +273,9 @@ class ChatServer:
 
     def _connect(self, incoming: IncomingRequest, claim: AppClaim) -> None:
         request = incoming.request
-        if self.config.server not in self.pool_state().active:
+        if self.config.server not in self.pool_state().active or not self.ready():
             self._count("connect", "inactive")
-            self._reply(incoming, 503, "Not an active chat server", headers=Headers([
+            self._reply(incoming, 503, "Not an active chat server now", headers=Headers([
                 (INACTIVE_HEADER, self.config.server), ("Retry-After", RETRY_AFTER)]))
             return
         if len(self.connections) >= MAX_CONNECTIONS:
@@ -393,7 +401,7 @@ class ChatServer:
 
     # -- HTTP ------------------------------------------------------------------------------
     async def _health(self, _request: web.Request) -> web.Response:
-        healthy = self.started and self.store is not None
+        healthy = self.started and self.ready()
         return web.json_response({"server": self.config.server, "healthy": healthy},
                                  status=200 if healthy else 503)
 
