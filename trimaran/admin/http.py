@@ -41,7 +41,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from multidict import CIMultiDict
 
-from trimaran.admin.httpauth import HttpDigestAuth
+from trimaran.admin.httpauth import HttpDigestAuth, LockoutCheck
 from trimaran.admin.metrics import Metrics
 from trimaran.admin.peerauth import PeerAuthError
 from trimaran.admin.resource_lists import (
@@ -113,6 +113,8 @@ class AdminContext:
     # Who may change `aor`'s data here (homing, pool failover state): None when this
     # server's pool serves the user with full rights; else an `HttpError` to raise.
     write_check: Callable[[str], Awaitable[None]] | None = None
+    # Account lockout (OPS-6): HTTP Digest failures count, locked users get 403.
+    lockout: LockoutCheck | None = None
 
 
 class HttpError(Exception):
@@ -186,7 +188,8 @@ class AdminServer:
 
     def __init__(self, ctx: AdminContext) -> None:
         self._ctx = ctx
-        self._auth = HttpDigestAuth(ctx.realm, ctx.store.users, clock=ctx.wall_clock)
+        self._auth = HttpDigestAuth(ctx.realm, ctx.store.users, clock=ctx.wall_clock,
+                                    lockout=ctx.lockout)
         self._runner: web.AppRunner | None = None
         self._address: tuple[str, int] | None = None
         self._started = False

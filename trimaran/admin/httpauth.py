@@ -4,6 +4,9 @@ The digest itself is `trimaran.sip.digest` (method = HTTP method, uri = request
 target). This module adds what HTTP needs: the credential lookup in the store, the
 scheme check, and an outcome the HTTP boundary turns into 200/400/401/403/503.
 Nothing here logs or keeps the Authorization header.
+
+With a `LockoutCheck` (the Front End's account lockout, OPS-6), wrong passwords count
+as they do over SIP and a locked user is refused (403) before the digest is checked.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 from urllib.parse import unquote
 
 from trimaran.sip.digest import ALGORITHMS, Credentials, DigestAuthenticator
@@ -24,13 +28,23 @@ class AuthOutcome:
 
     `status` is 200 when `aor` is the authenticated user; 400 for a malformed Digest
     header; 401 when the client must (re)authenticate (`stale` asks it to retry with a
-    fresh nonce, RFC 7616 §3.3); 403 for a disabled account. `reason` is safe to show.
+    fresh nonce, RFC 7616 §3.3); 403 for a disabled or locked account. `reason` is safe to show.
     """
 
     status: int
     reason: str
     aor: str | None = None
     stale: bool = False
+
+
+class LockoutCheck(Protocol):
+    """Account lockout (`trimaran.roles.frontend.abuse.AccountLockout`)."""
+
+    async def locked(self, aor: str, now: float) -> bool:
+        """True while `aor` is locked."""
+
+    async def failed(self, aor: str, now: float) -> bool:
+        """Count a wrong response of `aor`; True when the account is locked after it."""
 
 
 def _scheme(header: str) -> str:
@@ -58,9 +72,11 @@ class HttpDigestAuth:
         clock: Callable[[], float],
         secret: bytes | None = None,
         nonce_ttl: float = 300.0,
+        lockout: LockoutCheck | None = None,
     ) -> None:
         self.realm = realm
         self._users = users
+        self._lockout = lockout
         self._clock = clock
         self._digest = DigestAuthenticator(
             realm, secret if secret is not None else secrets.token_bytes(32), nonce_ttl)
@@ -83,16 +99,22 @@ class HttpDigestAuth:
         if not _same_target(creds.uri, target):
             return AuthOutcome(400, "digest uri does not match the request target")
         stored = await self._users.credentials(creds.username, self.realm)
+        lockout, now = self._lockout, self._clock()
+        if stored is not None and lockout is not None and await lockout.locked(stored.aor, now):
+            return AuthOutcome(403, "account locked")
 
         def lookup(username: str, algorithm: str) -> str | None:
             if stored is None or stored.username != username:
                 return None
             return stored.ha1(algorithm)
 
-        result = self._digest.verify(creds, method=method, now=self._clock(), lookup_ha1=lookup)
+        result = self._digest.verify(creds, method=method, now=now, lookup_ha1=lookup)
         if result.stale:
             return AuthOutcome(401, "nonce expired", stale=True)
         if not result.ok or stored is None:
+            if stored is not None and result.wrong_response and lockout is not None \
+                    and await lockout.failed(stored.aor, now):
+                return AuthOutcome(403, "account locked")
             return AuthOutcome(401, "invalid credentials")
         user = await self._users.get(stored.aor)
         if user is None or not user.enabled:

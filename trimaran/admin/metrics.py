@@ -227,6 +227,16 @@ class Metrics(ServerMetrics):
         self._subscriptions = self.gauge(
             "active_subscriptions", "Subscriptions this server is notifier for")
         self._calls = self.gauge("calls_active", "Calls in progress through this server")
+        self._rate_limited = self.counter(
+            "sip_rate_limited", "SIP requests refused (503) by the per-source rate limit, "
+            "by method", ["method"])
+        for method in ("REGISTER", "MESSAGE", "INVITE"):
+            self._rate_limited.labels(method=method)      # exposed at 0 from the start
+        self._flows_refused = self.counter(
+            "registrar_flows_refused", "REGISTERs refused: the user already holds the most "
+            "registrations allowed")
+        self._lockouts = self.counter(
+            "auth_lockouts", "Accounts locked by failed digest responses counted here")
 
     def request(self, method: str) -> None:
         """Count a SIP request received."""
@@ -245,6 +255,18 @@ class Metrics(ServerMetrics):
     def auth_failure(self) -> None:
         """Count a failed SIP digest authentication."""
         self._auth_failures.inc()
+
+    def rate_limited(self, method: str) -> None:
+        """Count a request refused by the per-source rate limit."""
+        self._rate_limited.labels(method=method_label(method)).inc()
+
+    def flow_refused(self) -> None:
+        """Count a REGISTER refused for the user's flow limit."""
+        self._flows_refused.inc()
+
+    def lockout(self) -> None:
+        """Count an account locked by a failure counted here."""
+        self._lockouts.inc()
 
     def bad_message(self) -> None:
         """Count a malformed SIP message (answered 400 or dropped)."""

@@ -1,4 +1,10 @@
-"""`trimaran user add|list|remove|contacts`: users live in their home pool's store."""
+"""`trimaran user add|list|remove|contacts|unlock`: users live in their home pool's store.
+
+A user's account lockout (OPS-6) is a row of the store of the pool that counted the
+failures: `user unlock` clears it in every Front End pool and SBA (or `--pool`), so
+whichever server the user signs in to next lets them in; `user list` shows who is
+locked.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +23,7 @@ from trimaran.sip import digest
 from trimaran.sip.errors import SipParseError
 from trimaran.sip.uri import URI
 from trimaran.store.base import Conflict, NotFound, Store, StoreError
-from trimaran.store.model import Credentials, User
+from trimaran.store.model import Credentials, Lockout, User
 from trimaran.topology.loader import load_topology
 from trimaran.topology.model import PoolRole, Topology
 
@@ -165,9 +171,16 @@ def user_remove(uri: str, pool: str | None, rundir: str | None) -> None:
     click.echo(f"user {aor.aor} removed")
 
 
-def _lister(pool: str) -> Callable[[Store], Awaitable[list[User]]]:
-    async def list_pool(store: Store) -> list[User]:
-        return await store.users.list(pool)
+def user_pools(topology: Topology) -> list[str]:
+    """The pools that keep users: the Front End pools, then the SBAs."""
+    return frontend_pools(topology) + [p.name for p in topology.pools
+                                       if p.role is PoolRole.SBA]
+
+
+def _lister(pool: str, now: float) -> Callable[[Store], Awaitable[tuple[list[User],
+                                                                         list[Lockout]]]]:
+    async def list_pool(store: Store) -> tuple[list[User], list[Lockout]]:
+        return await store.users.list(pool), await store.lockouts.locked(now=now)
     return list_pool
 
 
@@ -178,17 +191,25 @@ def _lister(pool: str) -> Callable[[Store], Awaitable[list[User]]]:
 def user_list(pool: str | None, rundir: str | None, as_json: bool) -> None:
     """List users of every Front End pool (or one)."""
     run, topology = context(rundir)
-    pools = [pool] if pool else frontend_pools(topology) + [
-        p.name for p in topology.pools if p.role is PoolRole.SBA]
+    pools = [pool] if pool else user_pools(topology)
+    now = time.time()
     users: list[User] = []
+    locked: dict[str, float] = {}         # AOR -> until when (the latest of any pool)
     for name in pools:
-        users += with_store(pool_store(run, topology, name), _lister(name))
+        listed, lockouts = with_store(pool_store(run, topology, name), _lister(name, now))
+        users += listed
+        for lockout in lockouts:
+            locked[lockout.aor] = max(locked.get(lockout.aor, 0.0), lockout.locked_until)
     if as_json:
         echo_json([{"aor": u.aor, "pool": u.pool, "name": u.display_name,
-                    "number": u.number, "enabled": u.enabled} for u in users])
+                    "number": u.number, "enabled": u.enabled,
+                    "locked_until": locked.get(u.aor)} for u in users])
         return
     for u in users:
-        click.echo(f"{u.aor:<36} {u.pool:<10} {u.number or '':<16} {u.display_name}")
+        lock = f"locked until {time.strftime('%H:%M:%S', time.localtime(locked[u.aor]))}" \
+            if u.aor in locked else ""
+        click.echo(f"{u.aor:<36} {u.pool:<10} {u.number or '':<16} {lock:<21} "
+                   f"{u.display_name}".rstrip())
 
 
 @user.command("contacts")
@@ -218,3 +239,51 @@ def user_contacts(uri: str, pool: str | None, rundir: str | None, as_json: bool)
     for c in contact_list.contacts:
         if not c.groups:
             click.echo(f"  {c.uri}  {c.display_name}")
+
+
+@user.command("unlock")
+@click.argument("uri")
+@click.option("--pool", default=None,
+              help="only this pool's store (default: every Front End pool and SBA)")
+@dir_option
+def user_unlock(uri: str, pool: str | None, rundir: str | None) -> None:
+    """Lift a user's account lockout and forget their failed authentications (OPS-6)."""
+    run, topology = context(rundir)
+    aor = canonical_aor(uri, topology.sip_domain).aor
+    pools = [pool] if pool else user_pools(topology)
+    now = time.time()
+    known, unlocked, unreachable = [], [], []
+    for name in pools:
+        store = pool_store(run, topology, name)
+        try:
+            exists, was_locked = asyncio.run(_unlock(store, aor, now))
+        except StoreError as exc:
+            unreachable.append(name)
+            click.echo(f"pool {name}: {exc}", err=True)
+            continue
+        if exists or was_locked:
+            known.append(name)
+        if was_locked:
+            unlocked.append(name)
+    if unlocked:
+        click.echo(f"user {aor} unlocked (pool {', '.join(unlocked)})")
+    elif known:
+        click.echo(f"user {aor} was not locked")
+    elif unreachable:
+        fail(f"user {aor} not found in the pools reached; unreachable: "
+             f"{', '.join(unreachable)}")
+    else:
+        fail(f"no user {aor} in pool {', '.join(pools)}")
+    if unreachable:
+        fail(f"pool {', '.join(unreachable)} could not be reached: unlock again when it is "
+             "back")
+
+
+async def _unlock(store: Store, aor: str, now: float) -> tuple[bool, bool]:
+    """(the user exists in this store, was locked there); the lock is cleared."""
+    await store.open()
+    try:
+        exists = await store.users.get(aor) is not None
+        return exists, await store.lockouts.unlock(aor, now=now)
+    finally:
+        await store.close()

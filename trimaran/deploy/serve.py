@@ -129,7 +129,8 @@ def frontend_config(topology: Topology, rundir: RunDir, name: str) -> FrontEndCo
         default_expires=settings.registration_default_expires,
         digest_algorithms=settings.digest_algorithms, peers=peers,
         heartbeat_interval=settings.heartbeat_seconds,
-        failure_detection=settings.failure_detection_seconds)
+        failure_detection=settings.failure_detection_seconds, abuse=settings.abuse,
+        deployment_hosts=tuple(sorted({s.address for s in topology.servers})))
 
 
 async def open_store(topology: Topology, rundir: RunDir, pool: Pool,

@@ -153,13 +153,17 @@ class AuthResult:
     """Outcome of verifying credentials.
 
     `stale` means the digest was right but the nonce expired: re-challenge with ``stale=true``
-    (RFC 2617 §3.2.1).  `username` is set only when `ok`.
+    (RFC 2617 §3.2.1).  `username` is set only when `ok`.  `wrong_response` means the
+    credentials were well formed, for one of our nonces and a known user, and the response
+    did not match the stored HA1: a wrong password (what account lockout counts), as
+    opposed to malformed, foreign, replayed or stale credentials or an unknown user.
     """
 
     ok: bool
     username: str | None
     stale: bool
     reason: str
+    wrong_response: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,8 +349,11 @@ class DigestAuthenticator:
         )
         matches = hmac.compare_digest(expected.encode("ascii"), creds.response.encode("ascii"))
         if stored is None or not matches:
-            # Unknown user and wrong password look the same (no user enumeration).
-            return self._fail(_GENERIC_FAILURE)
+            # Unknown user and wrong password look the same to the client (no user
+            # enumeration); the caller may count a known user's wrong responses.
+            self._failed += 1
+            return AuthResult(ok=False, username=None, stale=False, reason=_GENERIC_FAILURE,
+                              wrong_response=stored is not None)
 
         # Expired (or from the future): the digest is right, so the client may simply retry
         # with a fresh nonce -> stale=TRUE (RFC 2617 §3.2.1).

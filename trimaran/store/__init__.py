@@ -11,6 +11,7 @@ from trimaran.store.base import (
     Conflict,
     ContactListRepository,
     HeartbeatRepository,
+    LockoutRepository,
     MeetingRepository,
     NotFound,
     PresenceRepository,
@@ -20,6 +21,7 @@ from trimaran.store.base import (
     UserRepository,
 )
 from trimaran.store.codec import CATEGORY_TYPES, CodecError, decode, decode_change, encode
+from trimaran.store.lockouts import LockoutPolicy
 from trimaran.store.migrations import Migration, SchemaError, SchemaTooNew
 from trimaran.store.model import (
     Binding,
@@ -29,6 +31,7 @@ from trimaran.store.model import (
     ContactList,
     Credentials,
     Heartbeat,
+    Lockout,
     Meeting,
     PresenceRule,
     Publication,
@@ -53,6 +56,9 @@ __all__ = [
     "Credentials",
     "Heartbeat",
     "HeartbeatRepository",
+    "Lockout",
+    "LockoutPolicy",
+    "LockoutRepository",
     "Meeting",
     "MeetingRepository",
     "Migration",

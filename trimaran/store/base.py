@@ -13,7 +13,8 @@ Contracts that hold for every backend:
   one `Change` per changed key to the change log in that same transaction, so the
   log and the data never disagree (the Backup Service ships the log). Bindings,
   subscriptions, heartbeats and non-persistent publications are not logged:
-  clients re-create them. Changes applied by the Backup Service
+  clients re-create them. Nor are account lockouts (runtime state of the pool: a
+  backup pool serving its users counts their failures afresh). Changes applied by the Backup Service
   (`BackupRepository.apply`) are not logged either: they are the paired pool's.
 * **Time.** Methods that need the time take `now` (epoch seconds); the store
   never reads the clock.
@@ -26,6 +27,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Mapping, Sequence
 
+from trimaran.store.lockouts import LockoutPolicy
 from trimaran.store.model import (
     BackupProgress,
     Binding,
@@ -34,6 +36,7 @@ from trimaran.store.model import (
     ContactList,
     Credentials,
     Heartbeat,
+    Lockout,
     Meeting,
     MeetingContent,
     PresenceRule,
@@ -234,6 +237,39 @@ class HeartbeatRepository(abc.ABC):
         """The last heartbeat of every server (of `pool` when given)."""
 
 
+class LockoutRepository(abc.ABC):
+    """Failed digest responses per user and the account locks they lead to
+    (`trimaran.store.lockouts`). Not logged: runtime state of the pool, shared by its
+    servers so that they all count into and see the same lock."""
+
+    @abc.abstractmethod
+    async def get(self, aor: str) -> Lockout | None:
+        """The user's row, or None (never failed, or unlocked since)."""
+
+    @abc.abstractmethod
+    async def credentials_with_lockout(self, username: str, realm: str
+                                       ) -> tuple[Credentials, Lockout | None] | None:
+        """`UserRepository.credentials` and the user's row, in one read (what a server
+        needs for every authenticated request); None for an unknown username."""
+
+    @abc.abstractmethod
+    async def record_failure(self, aor: str, policy: LockoutPolicy, *, now: float) -> Lockout:
+        """Atomically apply `lockouts.after_failure` to the user's row and return the
+        row after it (concurrent calls for one AOR are serialised: none is lost)."""
+
+    @abc.abstractmethod
+    async def unlock(self, aor: str, *, now: float) -> bool:
+        """Forget the user's failures and lock; True when the user was locked at `now`."""
+
+    @abc.abstractmethod
+    async def locked(self, *, now: float) -> list[Lockout]:
+        """The rows locked at `now`, ordered by AOR."""
+
+    @abc.abstractmethod
+    async def count_locked(self, *, now: float) -> int:
+        """How many users are locked at `now`."""
+
+
 class ChangeLog(abc.ABC):
     """The change log (outbox) read by the Backup Service."""
 
@@ -323,6 +359,7 @@ class Store(abc.ABC):
     presence: PresenceRepository
     meetings: MeetingRepository
     heartbeats: HeartbeatRepository
+    lockouts: LockoutRepository
     changes: ChangeLog
     cms: CmsRepository
     backup: BackupRepository

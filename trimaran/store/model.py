@@ -35,6 +35,23 @@ class Credentials:
 
 
 @dataclass(frozen=True, slots=True)
+class Lockout:
+    """A user's recent failed digest responses and the lock they led to (runtime state
+    of the pool, shared by its servers; not logged). `failures` are the times of the
+    failures still inside the policy's window, oldest first; `locked_until` is 0.0 when
+    the user was never locked (see `trimaran.store.lockouts`)."""
+
+    aor: str
+    failures: tuple[float, ...] = ()
+    locked_at: float = 0.0
+    locked_until: float = 0.0
+
+    def locked(self, now: float) -> bool:
+        """True while the lock holds."""
+        return self.locked_until > now
+
+
+@dataclass(frozen=True, slots=True)
 class Binding:
     """One registered contact of an AOR (RFC 3261 §10, RFC 5626 instance/reg-id).
 

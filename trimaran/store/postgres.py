@@ -22,7 +22,8 @@ publications/subscriptions_to, bindings.for_aor/
 count, meetings.get/by_organizer/contents/blob,
 heartbeats.all, changes.since/last_seq/summary,
 cms.get/all/version, backup.progress/export/keys,
-schema_version
+lockouts.get/credentials_with_lockout/locked/
+count_locked, schema_version
 users.add                                          NOT retried      a rerun is a Conflict
                                                                     (or a second log row)
 users.remove, meetings.remove,                     NOT retried      a rerun is NotFound
@@ -30,10 +31,12 @@ presence.unpublish
 users.set_credentials, contacts.put,               NOT retried      logged: a rerun would
 presence.set_rule/remove_rule/publish,                              append its change a
 meetings.put/attach, cms.put/remove                                 second time
+lockouts.record_failure                            NOT retried      a rerun would count the
+                                                                    failure twice
 bindings.apply/remove_all/purge_server/            retried          not logged; upserts and
 purge_flow/purge_expired,                                           deletes by primary key:
 presence.save_subscription/remove_subscription,                     a rerun leaves the same
-heartbeats.beat                                                     rows
+heartbeats.beat, lockouts.unlock                                    rows
 backup.apply/reset                                 retried          not logged; the progress
                                                                     commits with the rows:
                                                                     a rerun skips what was
@@ -58,6 +61,7 @@ from trimaran.store.migrations import latest_version, migrate
 from trimaran.store.postgres_backup import PostgresBackupRepository
 from trimaran.store.postgres_cms import PostgresCmsRepository
 from trimaran.store.postgres_db import PgDatabase
+from trimaran.store.postgres_lockouts import PostgresLockoutRepository
 from trimaran.store.postgres_meetings import PostgresChangeLog, PostgresMeetingRepository
 from trimaran.store.postgres_presence import PostgresPresenceRepository
 from trimaran.store.postgres_runtime import (
@@ -105,6 +109,7 @@ class PostgresStore(Store):
         self.presence = PostgresPresenceRepository(self._db)
         self.meetings = PostgresMeetingRepository(self._db)
         self.heartbeats = PostgresHeartbeatRepository(self._db)
+        self.lockouts = PostgresLockoutRepository(self._db)
         self.changes = PostgresChangeLog(self._db)
         self.cms = PostgresCmsRepository(self._db)
         self.backup = PostgresBackupRepository(self._db)

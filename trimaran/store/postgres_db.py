@@ -80,6 +80,7 @@ LOCK_BINDINGS = int.from_bytes(b"TRbd", "big")
 LOCK_CONTACTS = int.from_bytes(b"TRcl", "big")
 LOCK_PRESENCE = int.from_bytes(b"TRpr", "big")
 LOCK_BACKUP = int.from_bytes(b"TRbk", "big")         # per source pool: one apply at a time
+LOCK_LOCKOUTS = int.from_bytes(b"TRlo", "big")       # per AOR: failed authentications
 
 _BACKOFF_FIRST = 0.05      # seconds before the first retry
 _BACKOFF_CAP = 1.0         # the longest pause between two attempts

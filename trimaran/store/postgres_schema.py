@@ -196,6 +196,18 @@ CREATE TABLE backup_progress (
 );
 """
 
+_V3 = """
+-- Account lockout (OPS-6): a user's recent failed digest responses (JSON array of
+-- times) and the lock they led to (locked_until 0: never locked). Not logged.
+CREATE TABLE auth_lockouts (
+    aor          TEXT COLLATE "C" PRIMARY KEY,
+    failures     TEXT NOT NULL DEFAULT '[]',
+    locked_at    DOUBLE PRECISION NOT NULL DEFAULT 0 CHECK (locked_at <> 'NaN'),
+    locked_until DOUBLE PRECISION NOT NULL DEFAULT 0 CHECK (locked_until <> 'NaN')
+);
+CREATE INDEX auth_lockouts_locked ON auth_lockouts (locked_until);
+"""
+
 
 class PgMigrationConnection:
     """A synchronous face of one asyncpg connection, for `migrate` running in a worker
@@ -242,6 +254,7 @@ MIGRATIONS: tuple[Migration[PgMigrationConnection], ...] = (
                  "change log", _V1),
     Migration(2, "meeting content by hash, CMS documents and version, backup progress",
               _V2),
+    Migration(3, "account lockouts", _V3),
 )
 
 

@@ -83,7 +83,7 @@ async def read_credentials(tx: PgTx, aor: str) -> Credentials | None:
 
 async def remove_user_rows(tx: PgTx, aor: str) -> UserRemoval:
     """Delete the user and what it owns (publications, presence rules, contact list,
-    credentials), under the per-AOR presence and contact-list locks; what was there."""
+    credentials, lockout), under the per-AOR presence and contact-list locks; what was there."""
     await tx.lock(LOCK_PRESENCE, aor)
     await tx.lock(LOCK_CONTACTS, aor)
     etags = tuple(sorted(r[0] for r in await tx.all(
@@ -91,6 +91,7 @@ async def remove_user_rows(tx: PgTx, aor: str) -> UserRemoval:
     watchers = tuple(sorted(r[0] for r in await tx.all(
         "DELETE FROM presence_rules WHERE owner = $1 RETURNING watcher", aor)))
     had_list = await tx.count("DELETE FROM contact_lists WHERE owner = $1", aor) > 0
+    await tx.execute("DELETE FROM auth_lockouts WHERE aor = $1", aor)   # not logged
     had_credentials = await tx.count("DELETE FROM credentials WHERE aor = $1", aor) > 0
     existed = await tx.count("DELETE FROM users WHERE aor = $1", aor) > 0
     return UserRemoval(existed, etags, watchers, had_list, had_credentials)

@@ -17,6 +17,7 @@ from trimaran.store.migrations import latest_version, migrate
 from trimaran.store.sqlite_backup import SqliteBackupRepository
 from trimaran.store.sqlite_cms import SqliteCmsRepository
 from trimaran.store.sqlite_db import SqliteDatabase
+from trimaran.store.sqlite_lockouts import SqliteLockoutRepository
 from trimaran.store.sqlite_meetings import SqliteChangeLog, SqliteMeetingRepository
 from trimaran.store.sqlite_presence import SqlitePresenceRepository
 from trimaran.store.sqlite_runtime import SqliteBindingRepository, SqliteHeartbeatRepository
@@ -45,6 +46,7 @@ class SqliteStore(Store):
         self.presence = SqlitePresenceRepository(self._db)
         self.meetings = SqliteMeetingRepository(self._db)
         self.heartbeats = SqliteHeartbeatRepository(self._db)
+        self.lockouts = SqliteLockoutRepository(self._db)
         self.changes = SqliteChangeLog(self._db)
         self.cms = SqliteCmsRepository(self._db)
         self.backup = SqliteBackupRepository(self._db)

@@ -168,12 +168,25 @@ CREATE TABLE backup_progress (
 );
 """
 
+_V3 = """
+-- Account lockout (OPS-6): a user's recent failed digest responses (JSON array of
+-- times) and the lock they led to (locked_until 0: never locked). Not logged.
+CREATE TABLE auth_lockouts (
+    aor          TEXT PRIMARY KEY,
+    failures     TEXT NOT NULL DEFAULT '[]',
+    locked_at    REAL NOT NULL DEFAULT 0,
+    locked_until REAL NOT NULL DEFAULT 0
+);
+CREATE INDEX auth_lockouts_locked ON auth_lockouts (locked_until);
+"""
+
 #: The SQLite schema, oldest first. Append; never edit an entry once released.
 MIGRATIONS: tuple[Migration[sqlite3.Connection], ...] = (
     Migration(1, "users, credentials, bindings, contacts, presence, meetings, heartbeats, "
                  "change log", _V1),
     Migration(2, "meeting content by hash, CMS documents and version, backup progress",
               _V2),
+    Migration(3, "account lockouts", _V3),
 )
 
 

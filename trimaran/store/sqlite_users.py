@@ -74,7 +74,7 @@ def read_credentials(tx: Tx, aor: str) -> Credentials | None:
 
 def remove_user_rows(tx: Tx, aor: str) -> UserRemoval:
     """Delete the user and what it owns (publications, presence rules, contact list,
-    credentials); what was there."""
+    credentials, lockout); what was there."""
     etags = tuple(r[0] for r in tx.all(
         "SELECT etag FROM publications WHERE aor = ? ORDER BY etag", (aor,)))
     watchers = tuple(r[0] for r in tx.all(
@@ -82,6 +82,7 @@ def remove_user_rows(tx: Tx, aor: str) -> UserRemoval:
     tx.execute("DELETE FROM publications WHERE aor = ?", (aor,))
     tx.execute("DELETE FROM presence_rules WHERE owner = ?", (aor,))
     had_list = tx.execute("DELETE FROM contact_lists WHERE owner = ?", (aor,)).rowcount > 0
+    tx.execute("DELETE FROM auth_lockouts WHERE aor = ?", (aor,))       # not logged
     had_credentials = tx.execute("DELETE FROM credentials WHERE aor = ?",
                                  (aor,)).rowcount > 0
     existed = tx.execute("DELETE FROM users WHERE aor = ?", (aor,)).rowcount > 0

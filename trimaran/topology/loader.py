@@ -50,6 +50,7 @@ from trimaran.topology.loadkit import (
     read_text,
 )
 from trimaran.topology.model import (
+    AbuseLimits,
     Backend,
     Capacity,
     DatabaseEndpoint,
@@ -230,17 +231,29 @@ def _pool(ctx: Context, value: object, path: str) -> Pool | None:
     return Pool(name, site, role, servers, **pool_args)
 
 
-def _settings(ctx: Context, value: object, path: str) -> Settings | None:
-    fields = dataclasses.fields(Settings)
-    f = Fields(ctx, value, path, "settings", tuple(fd.name for fd in fields))
-    defaults = Settings()
+def _fields_of(ctx: Context, value: object, path: str, what: str,
+               defaults: Any) -> dict[str, Any]:
+    """The fields of the dataclass value `defaults`, each read by its default's type
+    (a tuple: strings, an int: an integer, a float: a number; a dataclass: a mapping of
+    its own), absent ones at their defaults."""
+    fields = dataclasses.fields(defaults)
+    f = Fields(ctx, value, path, what, tuple(fd.name for fd in fields))
     values: dict[str, Any] = {}
     for fd in fields:
         default = getattr(defaults, fd.name)
-        parse: Parse[Any] = as_str_list if isinstance(default, tuple) \
+        parse: Parse[Any] = _abuse if isinstance(default, AbuseLimits) \
+            else as_str_list if isinstance(default, tuple) \
             else as_int if isinstance(default, int) else as_number
         values[fd.name] = f.optional(fd.name, parse, default)
-    return Settings(**values)
+    return values
+
+
+def _settings(ctx: Context, value: object, path: str) -> Settings | None:
+    return Settings(**_fields_of(ctx, value, path, "settings", Settings()))
+
+
+def _abuse(ctx: Context, value: object, path: str) -> AbuseLimits | None:
+    return AbuseLimits(**_fields_of(ctx, value, path, "abuse limits", AbuseLimits()))
 
 
 def _partner(ctx: Context, value: object, path: str) -> FederatedPartner | None:

@@ -313,6 +313,32 @@ class Pool:
 
 
 @dataclass(frozen=True, slots=True)
+class AbuseLimits:
+    """Abuse limits of the Front Ends (OPS-6), ``settings.abuse``; 0 turns a limit off.
+
+    rate_per_second, rate_burst  requests a source address may send per second, and at
+                              once, per method class (REGISTER, MESSAGE, INVITE): 503 +
+                              Retry-After beyond (a token bucket per source and class)
+    max_flows_per_user        bindings (distinct connections or instances) a user may
+                              hold; a new one beyond is refused, refreshes never are
+    lockout_failures, lockout_window_seconds, lockout_seconds
+                              this many wrong digest responses within the window lock
+                              the account for lockout_seconds (or until `user unlock`)
+    trusted_sources           addresses or networks never rate-limited (the servers of
+                              the deployment never are); by default this host's own
+                              loopback address, where local tools and drills send from
+    """
+
+    rate_per_second: float = 20.0
+    rate_burst: int = 100
+    max_flows_per_user: int = 10
+    lockout_failures: int = 10
+    lockout_window_seconds: float = 300.0
+    lockout_seconds: float = 900.0
+    trusted_sources: tuple[str, ...] = ("127.0.0.1", "::1")
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Deployment-wide timers, validated together (no silent adjustment).
 
@@ -324,6 +350,7 @@ class Settings:
     resiliency_fallback_seconds  home pool healthy this long: users sent back (DR-8)
     digest_algorithms         digest challenges offered, preferred first (RFC 8760 §2.4);
                               put MD5 first for clients that only read the first challenge
+    abuse                     per-source rate limits, flows per user, account lockout
     """
 
     registration_min_expires: int = 60
@@ -335,6 +362,7 @@ class Settings:
     resiliency_failover_seconds: float = 10.0
     resiliency_fallback_seconds: float = 60.0
     digest_algorithms: tuple[str, ...] = ("SHA-256", "MD5")
+    abuse: AbuseLimits = field(default_factory=AbuseLimits)
 
 
 @dataclass(frozen=True, slots=True)

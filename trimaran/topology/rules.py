@@ -21,6 +21,7 @@ from functools import cached_property
 
 from trimaran.topology.errors import Violation
 from trimaran.topology.model import (
+    AbuseLimits,
     Pool,
     PoolRole,
     Server,
@@ -355,12 +356,13 @@ def check_site_rtt(facts: Facts) -> Iterator[Violation]:
 def check_settings(facts: Facts) -> Iterator[Violation]:
     """Timers are positive and consistent with each other (no silent adjustment):
     min ≤ default ≤ max registration expiry; failure detection (FE-3) and client
-    keepalive shorter than the minimum expiry; heartbeats shorter than detection."""
+    keepalive shorter than the minimum expiry; heartbeats shorter than detection;
+    the abuse limits (`check_abuse_limits`)."""
     s = facts.topology.settings
     base = "settings"
     for fd in dataclasses.fields(Settings):
         value = getattr(s, fd.name)
-        if isinstance(value, tuple):
+        if not isinstance(value, int | float):
             continue
         if value <= 0:
             yield error(f"{base}.{fd.name}", f"{fd.name} must be positive, got {value:g}")
@@ -394,3 +396,36 @@ def check_settings(facts: Facts) -> Iterator[Violation]:
                       f"failure detection ({s.failure_detection_seconds:g} s) is less than two "
                       f"heartbeats ({s.heartbeat_seconds:g} s): one lost heartbeat declares "
                       f"a live server dead")
+    yield from check_abuse_limits(s.abuse, f"{base}.abuse")
+
+
+#: The most failures a lockout policy may count (a stored row keeps that many times).
+MAX_LOCKOUT_FAILURES = 1000
+
+
+def check_abuse_limits(limits: AbuseLimits, base: str) -> Iterator[Violation]:
+    """Every limit is >= 0 (0: off); a rate limit has a burst of at least one request;
+    a lockout has a window and a duration; trusted sources are IP addresses or
+    networks."""
+    for fd in dataclasses.fields(AbuseLimits):
+        value = getattr(limits, fd.name)
+        if isinstance(value, int | float) and value < 0:
+            yield error(f"{base}.{fd.name}", f"{fd.name} must be >= 0 (0 turns the limit "
+                        f"off), got {value:g}")
+    if limits.rate_per_second > 0 and limits.rate_burst < 1:
+        yield error(f"{base}.rate_burst", "rate_burst must be at least 1 when "
+                    "rate_per_second is set (0 turns the rate limit off)")
+    if limits.lockout_failures > MAX_LOCKOUT_FAILURES:
+        yield error(f"{base}.lockout_failures", f"lockout_failures must be at most "
+                    f"{MAX_LOCKOUT_FAILURES}, got {limits.lockout_failures}")
+    if limits.lockout_failures > 0:
+        for name in ("lockout_window_seconds", "lockout_seconds"):
+            if getattr(limits, name) == 0:
+                yield error(f"{base}.{name}", f"{name} must be positive when "
+                            "lockout_failures is set (0 turns the lockout off)")
+    for index, source in enumerate(limits.trusted_sources):
+        try:
+            ipaddress.ip_network(source, strict=False)
+        except ValueError:
+            yield error(f"{base}.trusted_sources[{index}]", f"{source!r} is not an IP "
+                        "address or network (e.g. 10.1.0.0/16)")

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from trimaran.roles.frontend.pool import Peer
 from trimaran.sip.parser import DEFAULT_LIMITS, Limits
 from trimaran.sip.transaction import TimerConfig
+from trimaran.topology.model import AbuseLimits
+from trimaran.topology.rules import check_abuse_limits
 
 
 class ConfigError(ValueError):
@@ -47,6 +49,8 @@ class FrontEndConfig:
     route_retry_window: float = 4.0   # a request whose targets all failed is retried on
                                       # fresh bindings for this long (clients re-registering)
     drain_grace: float = 2.0          # FE-5: client flows are closed this long after a drain
+    abuse: AbuseLimits = field(default_factory=AbuseLimits)   # OPS-6: rate, flows, lockout
+    deployment_hosts: tuple[str, ...] = ()  # the servers' addresses: never rate-limited
 
     def __post_init__(self) -> None:
         problems = []
@@ -69,5 +73,6 @@ class FrontEndConfig:
             problems.append("digest_algorithms: a non-empty choice of SHA-256 and MD5")
         if self.max_fork < 1:
             problems.append("max_fork: must be >= 1")
+        problems += [f"{v.path}: {v.message}" for v in check_abuse_limits(self.abuse, "abuse")]
         if problems:
             raise ConfigError(problems)

@@ -30,6 +30,9 @@ def add_frontend_sources(server: FrontEndServer) -> None:
     metrics.add_source("frontend", lambda families: describe_frontend(families, server))
     metrics.add_source("sip", lambda families: describe_transactions(
         families, server.endpoint.transactions.statistics()))
+    if server.limits.lockout is not None:
+        locked = LockedUsers(server)
+        metrics.add_source("lockouts", locked.describe, locked.refresh)
     dr = server.dr
     if dr is None:
         return
@@ -66,6 +69,28 @@ def describe_frontend(families: Families, server: FrontEndServer) -> None:
         if age >= 0:
             families.gauge("pool_peer_heartbeat_age_seconds", "Seconds since a peer's last "
                            "heartbeat this server saw", age, peer=peer)
+
+
+class LockedUsers:
+    """``auth_locked_users``: users of the pool locked now, counted in the store at each
+    scrape (left out while the store is away)."""
+
+    def __init__(self, server: FrontEndServer) -> None:
+        self.server = server
+        self._count: int | None = None
+
+    async def refresh(self) -> None:
+        """Count the locked users (one indexed COUNT) unless in resiliency mode."""
+        self._count = None
+        if self.server.mode == "full":
+            self._count = await self.server.store.lockouts.count_locked(
+                now=self.server.wall_clock())
+
+    def describe(self, families: Families) -> None:
+        """The count of the last refresh."""
+        if self._count is not None:
+            families.gauge("auth_locked_users", "Users of the pool whose account is locked "
+                           "after failed digest responses", self._count)
 
 
 class BackupLag:

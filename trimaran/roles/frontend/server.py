@@ -29,6 +29,7 @@ from trimaran.client.ua import uri_address
 from trimaran.cms.failover import Standing
 from trimaran.net.endpoint import IncomingRequest, SipEndpoint
 from trimaran.net.transport import Address, Flow, TransportConfig, TransportError
+from trimaran.roles.frontend.abuse import FrontEndLimits
 from trimaran.roles.frontend.apps import AppRouter
 from trimaran.roles.frontend.authn import RequestAuthenticator
 from trimaran.roles.frontend.cache import BindingCache
@@ -96,10 +97,14 @@ class FrontEndServer:
             on_request=self._on_request, timers=config.timers,
             transport_config=TransportConfig(limits=config.limits),
             on_flow_closed=lambda flow, reason: self.upkeep.on_flow_closed(flow, reason))
+        self.limits = FrontEndLimits(config.abuse, config.deployment_hosts, store.lockouts,
+                                     self.metrics, store_ok=lambda: self.mode == "full",
+                                     agent=lambda: ":".join(map(str, self.sip_address)))
         self.auth = RequestAuthenticator(store, config.domain, config.secret, config.nonce_ttl,
                                          config.digest_algorithms,
                                          names_this_server=self._is_this_server,
-                                         store_ok=lambda: self.mode == "full")
+                                         store_ok=lambda: self.mode == "full",
+                                         lockout=self.limits.lockout)
         self.proxy = Proxy(self.endpoint, config.secret)
         self.router = Router(self, config.secret)
         self.interpool = interpool
@@ -123,7 +128,7 @@ class FrontEndServer:
             wall_clock=wall_clock, on_contacts_changed=self._contacts_changed,
             admin_token=config.admin_token, on_drain=self.drain,
             routes=(dr.routes() if dr else ()) + routes,
-            write_check=dr.homing.check_write if dr else None))
+            write_check=dr.homing.check_write if dr else None, lockout=self.limits.lockout))
         if dr is not None:
             dr.homing.on_records_changed = self._users_moved
             if dr.backup is not None:
@@ -251,7 +256,12 @@ class FrontEndServer:
 
     # -- the one error boundary -----------------------------------------------
     def _on_request(self, incoming: IncomingRequest) -> None:
-        self.metrics.request(incoming.request.method)
+        method = incoming.request.method
+        self.metrics.request(method)
+        refusal = self.limits.rate_refusal(incoming.flow.remote[0], method, self.monotonic())
+        if refusal is not None:  # OPS-6, RFC 6357 §4: refused before any work
+            self.reply(incoming, refusal.status, refusal.reason, headers=refusal.headers)
+            return
         self.spawn(self._dispatch(incoming))
 
     async def _dispatch(self, incoming: IncomingRequest) -> None:
@@ -304,6 +314,8 @@ class FrontEndServer:
             return outcome.user
         self.metrics.auth_failure()
         headers = Headers([(outcome.challenge_header, c) for c in outcome.challenges])
+        if outcome.warning:
+            headers.add("Warning", self.limits.warning(outcome.warning))
         self.reply(incoming, outcome.status, outcome.reason, headers=headers)
         return None
 
@@ -370,6 +382,10 @@ class FrontEndServer:
                                  default_expires=cfg.default_expires)
         except RegistrationRefused as refused:
             self.reply(incoming, refused.status, refused.reason, headers=refused.headers)
+            return
+        refusal = self.limits.flow_refusal(existing, plan)  # OPS-6
+        if refusal is not None:
+            self.reply(incoming, refusal.status, refusal.reason, headers=refusal.headers)
             return
         bindings = existing if plan.fetch_only else await self._apply(user, plan.upsert,
                                                                        plan.remove, now)
