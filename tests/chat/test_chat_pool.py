@@ -109,6 +109,37 @@ async def test_rooms_membership_posting_history_and_search_over_real_sockets(
         await chat.close_members()
 
 
+async def test_active_servers_take_new_connections_and_the_others_keep_theirs(
+        chat: Chat) -> None:
+    alice = await chat.member("alice")
+    for name in ("erin", "frank", "grace", "heidi"):
+        await alice.request("PUT", f"/rooms/ops/members/{aor(name)}", {"role": "member"})
+    try:
+        members = await _members(chat, "bob", "carol", "erin", "frank")
+        kept = [m for m in members if m.server == "pc3"] or members[:1]
+        leaving = kept[0].server
+        assert leaving is not None
+        others = [s for s in DC1_CHAT if s != leaving]
+        chat.cli("chat", "active-servers", "set", "pchat", *others)
+        await wait_for(lambda: _inactive(chat, leaving), 10, f"{leaving} inactive")
+        # new connections go to the active servers only
+        for name in ("grace", "heidi"):
+            newcomer = await chat.member(name)
+            assert newcomer.server in others, newcomer.server
+        # a connection the inactive server holds goes on: it still delivers
+        seq = await alice.post("ops", "to everyone, old connections too")
+        for member in kept:
+            assert member.server == leaving
+            await _received(member, lambda m, s=seq: m.seq == s)
+    finally:
+        await chat.close_members()
+        chat.cli("chat", "active-servers", "set", "pchat", *DC1_CHAT)
+
+
+async def _inactive(chat: Chat, server: str) -> bool:
+    return chat.status(server)["active"] is False
+
+
 async def test_killing_an_active_chat_server_under_posting_load_loses_no_post(
         chat: Chat) -> None:
     names = ("bob", "carol", "erin", "frank", "grace", "heidi")

@@ -6,6 +6,7 @@ side, the claim a chat server insists on, inactive servers, a server that goes a
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -18,15 +19,21 @@ from tests.chat.conftest import CATEGORY
 from tests.frontend.conftest import DOMAIN, FAST, add_user, password_of
 from tests.store.conftest import free_port
 from trimaran.chat import Category, ChatStore, Membership, Role, Room, RoomKind
+from trimaran.chat.model import Message
 from trimaran.chat.uris import room_uri
-from trimaran.client.chat import ChatError, ChatMember
+from trimaran.client.chat import ChatError, ChatMember, RoomMessage, _from_json
 from trimaran.client.ua import UAConfig, UserAgent
 from trimaran.cms.chatdoc import ChatMode, ChatPoolState, ChatState
+from trimaran.net.endpoint import SipEndpoint
 from trimaran.net.transport import Address, TransportError
 from trimaran.roles.chat.server import ChatServer, ChatServerConfig
+from trimaran.roles.chat.sessions import BATCH_TYPE, SEQ_HEADER, Connection, Connections
 from trimaran.roles.frontend.chat import ChatRouter
 from trimaran.roles.frontend.config import FrontEndConfig
 from trimaran.roles.frontend.server import FrontEndServer
+from trimaran.sip.dialog import Dialog
+from trimaran.sip.message import Request
+from trimaran.sip.parser import parse_message
 from trimaran.store.sqlite import SqliteStore
 from trimaran.topology.loader import parse_topology
 
@@ -211,3 +218,37 @@ async def test_status_and_metrics_count_connections_and_posts(service: Service) 
     assert status["mode"] == "normal"
     assert 'chat_requests_total{kind="post",result="200"' in metrics
     assert "chat_connections" in metrics and 'chat_mode{' in metrics
+
+
+async def test_a_member_behind_gets_every_message_once_in_order_batched(
+        service: Service) -> None:
+    alice, bob = await service.member("alice"), await service.member("bob")
+    sent = await asyncio.gather(*(bob.post("ops", f"burst {i}") for i in range(60)))
+    received = [await alice.next_message(10) for _ in sent]
+    assert [m.seq for m in received] == sorted(sent)
+    assert {m.body for m in received} == {f"burst {i}" for i in range(60)}
+    server = service.servers[alice.server or ""]
+    assert server.connections.delivered >= 60
+
+
+async def test_a_batch_carries_several_messages_the_client_reads_back() -> None:
+    invite = parse_message(
+        b"INVITE sip:chat@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.2;branch=z9hG4bK1\r\n"
+        b"From: <sip:alice@x>;tag=a\r\nTo: <sip:chat@x>\r\nCall-ID: c1\r\n"
+        b"CSeq: 1 INVITE\r\nContact: <sip:alice@127.0.0.2;transport=tcp>\r\n"
+        b"Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n")
+    assert isinstance(invite, Request)
+    endpoint = SipEndpoint(on_request=lambda _: None)
+    await endpoint.transport.listen_tcp("127.0.0.1", 0)
+    connections = Connections(endpoint, "x", lambda _c: None)
+    connection = Connection("sip:alice@x", Dialog.from_uas(invite, "t"), "tcp")
+    one = [Message("ops", 7, "sip:bob@x", "é ü\nline", 1.0, "id-7")]
+    two = [*one, Message("ops", 8, "sip:bob@x", "two", 2.0, "id-8")]
+    single = connections._request(connection, one)
+    assert single.headers.get(SEQ_HEADER) == "7" and single.body == "é ü\nline".encode()
+    batch = connections._request(connection, two)
+    assert batch.content_type == BATCH_TYPE
+    assert [_from_json(raw) for raw in json.loads(batch.body)] == [
+        RoomMessage("ops", 7, "sip:bob@x", "é ü\nline", "id-7"),
+        RoomMessage("ops", 8, "sip:bob@x", "two", "id-8")]
+    await endpoint.close()

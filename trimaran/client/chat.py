@@ -5,7 +5,8 @@ with `UserAgent`'s public API.
 `ChatMember.connect` opens the connection (an INVITE to ``sip:chat@DOMAIN`` through
 the user's Front End); its 200 brings the chat server's name, a bearer token and the
 API's address. Room messages arrive as MESSAGEs inside the connection
-(`trimaran.roles.chat.sessions`), believed only there. The member keeps the
+(`trimaran.roles.chat.sessions`: one per MESSAGE, or a batch when the member is
+behind), believed only there. The member keeps the
 connection alive with an UPDATE inside it (RFC 3311, a session refresh) every
 `keepalive` seconds; when that fails (the chat server died: the Front End cannot
 reach it; or it restarted: 481) the member connects again — its Front End picks
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import secrets
 import time
@@ -36,7 +38,13 @@ from trimaran.client.dialogs import Call, CallFailed, CallState
 from trimaran.client.ua import UserAgent
 from trimaran.net.transport import TransportError
 from trimaran.roles.chat.server import API_HEADER, SERVER_HEADER, TOKEN_HEADER
-from trimaran.roles.chat.sessions import ID_HEADER, ROOM_HEADER, SENDER_HEADER, SEQ_HEADER
+from trimaran.roles.chat.sessions import (
+    BATCH_TYPE,
+    ID_HEADER,
+    ROOM_HEADER,
+    SENDER_HEADER,
+    SEQ_HEADER,
+)
 from trimaran.sip.errors import SipParseError
 from trimaran.sip.headers import NameAddr
 from trimaran.sip.message import Request
@@ -157,24 +165,30 @@ class ChatMember:
     async def _pump(self) -> None:
         while True:
             message = await self.ua.messages.get()
-            found = self._room_message(message)
-            if found is not None:
+            for found in self._room_messages(message):
                 self.received.put_nowait(found)
 
-    def _room_message(self, message: Request) -> RoomMessage | None:
+    def _room_messages(self, message: Request) -> list[RoomMessage]:
+        """The room messages `message` carries: one, several (a batch), or none when it
+        is not from our connection or does not parse."""
         call = self.call
         if call is None or call.dialog is None or not call.dialog.matches(message):
-            return None
+            return []
+        if (message.content_type or "").split(";")[0].strip().lower() == BATCH_TYPE:
+            try:
+                return [_from_json(raw) for raw in json.loads(message.body)]
+            except (ValueError, TypeError, KeyError):
+                return []
         try:
             room = room_of(NameAddr.parse(message.headers.get(ROOM_HEADER) or "").uri)
             author = NameAddr.parse(message.headers.get(SENDER_HEADER) or "").uri.aor
             seq = int(message.headers.get(SEQ_HEADER) or "")
         except (SipParseError, ValueError):
-            return None
+            return []
         if room is None:
-            return None
-        return RoomMessage(room, seq, author, message.body.decode("utf-8", "replace"),
-                           message.headers.get(ID_HEADER) or "")
+            return []
+        return [RoomMessage(room, seq, author, message.body.decode("utf-8", "replace"),
+                            message.headers.get(ID_HEADER) or "")]
 
     async def next_message(self, timeout: float = 5.0) -> RoomMessage:
         """The next room message received (`TimeoutError` after `timeout`)."""

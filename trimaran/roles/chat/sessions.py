@@ -9,7 +9,12 @@ MESSAGE inside the connection, ``From`` the service, with the room's URI in
 `ID_HEADER` (`trimaran.client.chat` believes them only inside its own connection).
 
 Requests inside one connection go one at a time, in the order they were queued (an
-outbox per connection), so a member sees each room's messages in order. A connection
+outbox per connection), so a member sees each room's messages in order. When a member
+falls behind — messages queue while one is on its way — the next request carries
+every queued message at once (up to `BATCH_BYTES`): one MESSAGE of type `BATCH_TYPE`,
+a JSON list of ``{room, seq, author, id, body}``. So a busy room costs a transaction
+per member per round trip, not per message, and the fan-out degrades into larger
+batches instead of a growing queue. A connection
 whose client answers "gone" (481, 404, 408 …) or fails `MAX_FAILURES` requests in a
 row is closed. The client keeps it alive with UPDATE inside the dialog: answered 200
 while it exists here, 481 after this server restarted (the client then reconnects).
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections import deque
 from collections.abc import Callable, Coroutine
@@ -44,6 +50,10 @@ GONE = frozenset({404, 408, 410, 430, 480, 481})
 MAX_FAILURES = 3
 #: Messages queued for one connection beyond which it is closed (a client too slow).
 MAX_QUEUED = 2000
+#: Content type of a MESSAGE carrying several room messages.
+BATCH_TYPE = "application/vnd.trimaran.chat-batch+json"
+#: Most bytes of message bodies sent in one MESSAGE (SIP messages stay under 64 KiB).
+BATCH_BYTES = 40_000
 
 
 @dataclass(eq=False)
@@ -53,7 +63,7 @@ class Connection:
     user: str
     dialog: Dialog
     transport: str
-    outbox: deque[Request] = field(default_factory=deque)
+    outbox: deque[Message] = field(default_factory=deque)
     sending: bool = False
     failures: int = 0
     gone: bool = False
@@ -125,28 +135,35 @@ class Connections:
             if user == message.author:
                 continue
             for connection in list(self.by_user.get(user, ())):
-                self._send(connection, self._message(connection, message))
+                self._send(connection, message)
                 count += 1
         return count
 
-    def _message(self, connection: Connection, message: Message) -> Request:
+    def _request(self, connection: Connection, batch: list[Message]) -> Request:
         request = connection.dialog.create_request(
             "MESSAGE", via=self.endpoint.via(connection.transport))
-        request.headers.add(ROOM_HEADER, f"<{room_uri(self.domain, message.room)}>")
-        request.headers.add(SENDER_HEADER, f"<{message.author}>")
-        request.headers.add(SEQ_HEADER, str(message.seq))
-        request.headers.add(ID_HEADER, message.id)
-        request.headers.add("Content-Type", "text/plain;charset=utf-8")
-        request.body = message.body.encode()
+        if len(batch) == 1:
+            message = batch[0]
+            request.headers.add(ROOM_HEADER, f"<{room_uri(self.domain, message.room)}>")
+            request.headers.add(SENDER_HEADER, f"<{message.author}>")
+            request.headers.add(SEQ_HEADER, str(message.seq))
+            request.headers.add(ID_HEADER, message.id)
+            request.headers.add("Content-Type", "text/plain;charset=utf-8")
+            request.body = message.body.encode()
+            return request
+        request.headers.add("Content-Type", BATCH_TYPE)
+        request.body = json.dumps(
+            [{"room": m.room, "seq": m.seq, "author": m.author, "id": m.id, "body": m.body}
+             for m in batch], ensure_ascii=False, separators=(",", ":")).encode()
         return request
 
-    def _send(self, connection: Connection, request: Request) -> None:
+    def _send(self, connection: Connection, message: Message) -> None:
         if connection.gone:
             return
         if len(connection.outbox) >= MAX_QUEUED:
             self.close(connection, f"more than {MAX_QUEUED} messages waiting")
             return
-        connection.outbox.append(request)
+        connection.outbox.append(message)
         if not connection.sending:
             connection.sending = True
             self._spawn(self._drain(connection))
@@ -154,20 +171,27 @@ class Connections:
     async def _drain(self, connection: Connection) -> None:
         try:
             while connection.outbox and not connection.gone:
-                request = connection.outbox.popleft()
+                batch = [connection.outbox.popleft()]
+                size = len(batch[0].body.encode())
+                while connection.outbox:
+                    size += len(connection.outbox[0].body.encode()) + 200
+                    if size > BATCH_BYTES:
+                        break
+                    batch.append(connection.outbox.popleft())
+                request = self._request(connection, batch)
                 try:
                     response = await self.endpoint.request(request, connection.hop)
                 except TransportError as exc:
                     response = Response.for_request(request, 503, str(exc)[:80])
-                self._delivered(connection, request, response)
+                self._delivered(connection, request, response, len(batch))
         finally:
             connection.sending = False
 
     def _delivered(self, connection: Connection, request: Request,
-                   response: Response) -> None:
+                   response: Response, count: int) -> None:
         if 200 <= response.status < 300:
             connection.failures = 0
-            self.delivered += 1
+            self.delivered += count
             return
         connection.failures += 1
         self.failed += 1
