@@ -112,7 +112,7 @@ async def test_rooms_membership_posting_history_and_search_over_real_sockets(
 async def test_active_servers_take_new_connections_and_the_others_keep_theirs(
         chat: Chat) -> None:
     alice = await chat.member("alice")
-    for name in ("erin", "frank", "grace", "heidi"):
+    for name in ("carol", "erin", "frank", "grace", "heidi"):
         await alice.request("PUT", f"/rooms/ops/members/{aor(name)}", {"role": "member"})
     try:
         members = await _members(chat, "bob", "carol", "erin", "frank")
