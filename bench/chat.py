@@ -24,8 +24,9 @@ End first) sign in, connect to the chat pool and are members of one open room.
    deployment), and a bare asyncio TCP fan-out (one sender, 99 receivers on loopback
    sockets; run before the deployment starts).
 
-    ./run bench chat                 # about 5 minutes on 2 cores
-    ./run bench chat --quick         # 2 rates of 5 s; saves nothing unless --output
+    ./run bench chat                 # about 4 minutes on 2 cores
+    ./run bench chat --quick         # 2 rates of 5 s, under 1.5 minutes; saves nothing
+                                     # unless --output is given
 
 Results: `bench/results/chat.md`.
 """
