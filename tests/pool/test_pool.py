@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
+from typing import Any
 
-from tests.frontend.conftest import DOMAIN
+from tests.frontend.conftest import DOMAIN, FAST, add_user, password_of
 from tests.pool.conftest import Pool, wait_for
-from trimaran.client.ua import UserAgent
+from trimaran.client.ua import UAConfig, UserAgent
 from trimaran.client.xcap import XcapClient, XcapError
 from trimaran.roles.frontend.presence import basic_pidf
-from trimaran.store.model import ContactEntry, ContactGroup, ContactList
+from trimaran.sip import digest
+from trimaran.store.model import ContactEntry, ContactGroup, ContactList, Credentials
 
 ALICE, BOB, CAROL = (f"sip:{n}@{DOMAIN}" for n in ("alice", "bob", "carol"))
 
@@ -158,3 +161,135 @@ async def test_back_end_outage_keeps_calls_and_im_in_resiliency_mode(pool: Pool)
                    "full service again")
     assert (await alice.publish(basic_pidf(ALICE, "open"))).status == 200
     assert (await bob.register()).headers.get("X-Trimaran-Mode") == "full"
+
+
+# -- every user's credentials on every server (FE-2, FE-7, METRO-1) ---------------------------
+
+
+def holds(pool: Pool, username: str, ha1: str | None) -> bool:
+    """Every server's credential cache has `username` with that MD5 HA1 (None: has none)."""
+    found = [s.auth.cache.get(username, DOMAIN) for s in pool.servers.values()]
+    return all((c.ha1_md5 if c is not None else None) == ha1 for c in found)
+
+
+async def test_every_server_holds_every_pool_users_credentials_and_follows_changes(
+        pool: Pool) -> None:
+    await wait_for(lambda: all(s.user_feed is not None and s.user_feed.loaded
+                               for s in pool.servers.values()), 5, "users loaded")
+    for name in ("alice", "bob", "carol", "dave"):  # none of them ever signed in
+        await wait_for(lambda n=name: holds(pool, n, digest.ha1(  # type: ignore[misc]
+            n, DOMAIN, password_of(n), "MD5")), 5, f"{name}'s credentials everywhere")
+    store = pool.store()
+    erin = await add_user(store, "erin", pool="fe1")     # added later: followed
+    await wait_for(lambda: holds(pool, "erin", digest.ha1("erin", DOMAIN, password_of("erin"),
+                                                           "MD5")), 5, "a new user's")
+    changed = Credentials(erin, "erin", DOMAIN, digest.ha1("erin", DOMAIN, "new-pw", "MD5"),
+                          digest.ha1("erin", DOMAIN, "new-pw", "SHA-256"))
+    await store.users.set_credentials(changed, now=time.time())
+    await wait_for(lambda: holds(pool, "erin", changed.ha1_md5), 5, "a changed password")
+    await store.users.remove(erin, now=time.time())
+    await wait_for(lambda: holds(pool, "erin", None), 5, "a removed user forgotten")
+    status = pool.servers["fe1b"].status()["credentials"]
+    assert status == {"loaded": True, "cached": 4}
+
+
+async def test_a_user_signs_in_where_it_never_did_while_the_back_end_is_away(
+        pool: Pool) -> None:
+    """FE-7 for users moving during a Back End outage (a stretched pool losing the
+    principal's site, METRO-1): fe1c never saw carol, yet signs her in from the pool's
+    credentials, and she reaches alice on fe1a through the peers; a wrong password is
+    still refused."""
+    alice = await pool.user("alice", "fe1a")
+    await wait_for(lambda: holds(pool, "carol", digest.ha1("carol", DOMAIN,
+                                                            password_of("carol"), "MD5")),
+                   5, "carol's credentials everywhere")
+    for store in pool.stores.values():
+        await store.close()
+    try:
+        carol = await pool.user("carol", "fe1c")
+        assert carol.mode == "resiliency"
+        assert (await carol.send_message(ALICE, "from fe1c")).status == 200
+        assert (await alice.next_message()).body == b"from fe1c"
+        assert (await alice.send_message(CAROL, "to fe1c")).status == 200
+        assert (await carol.next_message()).body == b"to fe1c"
+        intruder = UserAgent(UAConfig(aor=CAROL, password="wrong", timers=FAST,
+                                      servers=(pool.address("fe1b"),), auto_refresh=False))
+        await intruder.start()
+        try:
+            assert (await intruder.register()).status in (401, 403)
+        finally:
+            await intruder.close()
+    finally:
+        for store in pool.stores.values():
+            await store.open()
+
+
+async def test_full_service_resumes_within_a_heartbeat_once_the_back_end_is_back(
+        pool: Pool) -> None:
+    """In resiliency mode a server probes its store every heartbeat interval (0.2 s here),
+    not every housekeeping interval (2 s here), so writes work again soon (BE-8)."""
+    await pool.stop("fe1a")
+    server = await pool.start("fe1a", housekeeping_interval=2.0)
+    alice = await pool.user("alice", "fe1a")
+    await pool.stores["fe1a"].close()
+    try:
+        assert (await alice.register()).headers.get("X-Trimaran-Mode") == "resiliency"
+        await asyncio.sleep(2.2)      # a housekeeping tick has found the store still away
+    finally:
+        await pool.stores["fe1a"].open()
+    took = await wait_for(lambda: server.mode == "full", 3, "full service again")
+    assert took < 1.0, f"full service after {took:.2f} s"
+
+
+class RacingBindings:
+    """fe1a's binding repository, where the client registers again elsewhere just as
+    fe1a removes the bindings of the client's failed flow (before that write lands)."""
+
+    def __init__(self, real: Any, moving: Callable[[], Awaitable[None]]) -> None:
+        self._real, self._moving = real, moving
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+    async def apply(self, aor: str, *, upsert: Any, remove: Any, now: float) -> Any:
+        if remove:
+            await self._moving()
+        return await self._real.apply(aor, upsert=upsert, remove=remove, now=now)
+
+    async def purge_flow(self, server: str, flow_id: str) -> int:
+        await self._moving()
+        return int(await self._real.purge_flow(server, flow_id))
+
+
+async def test_dropping_a_failed_flows_bindings_keeps_the_clients_new_registration(
+        pool: Pool) -> None:
+    """RFC 5626 §5.2: when fe1a loses alice's flow it drops the bindings of that flow
+    only. Alice's client, registered again at fe1b meanwhile (same instance and reg-id:
+    the same binding key) while fe1a was dropping, stays reachable (FE-2)."""
+    alice = await pool.user("alice", "fe1a", reregister_on_flow_loss=False)
+    bob = await pool.user("bob", "fe1c")
+    again = UserAgent(UAConfig(aor=ALICE, password=password_of("alice"), timers=FAST,
+                               servers=(pool.address("fe1b"),), auto_refresh=False,
+                               instance_id=alice.config.instance_id))
+    pool.agents.append(again)
+    moved = asyncio.Event()
+
+    async def register_again() -> None:
+        if not moved.is_set():
+            moved.set()
+            await again.start()
+            assert (await again.register()).status == 200
+
+    fe1a = pool.servers["fe1a"]
+    fe1a.store.bindings = RacingBindings(fe1a.store.bindings,  # type: ignore[assignment]
+                                         register_again)
+    [flow_id] = list(fe1a.outbound)
+    flow = fe1a.endpoint.transport.flow(flow_id)
+    assert flow is not None
+    await fe1a.endpoint.transport.close_flow(flow, drain_timeout=0.1)  # alice's flow fails
+    await wait_for(moved.is_set, 5, "the drop under way")
+    await asyncio.sleep(0.3)
+    bindings = await pool.store().bindings.for_aor(ALICE, now=time.time())
+    assert [b.server for b in bindings] == ["fe1b"]
+    assert (await bob.send_message(ALICE, "still there?")).status == 200
+    assert (await again.next_message()).body == b"still there?"

@@ -58,3 +58,19 @@ def test_enterprise_pool_is_three_servers_sharing_one_back_end() -> None:
     assert str(pool.backend.principal.endpoint) == "127.0.1.21:5432"
     assert pool.backend.scheme == "single"
     assert pool.capacity_users == 3 * 6660  # FE-6 model figure
+
+
+def test_metro_is_one_pool_stretched_two_and_two_with_its_back_end_split_and_a_third_site_witness(
+) -> None:
+    topology = load_validated(example_path("metro"))
+    fe1, witness = topology.pools
+    assert (fe1.name, fe1.edition, fe1.sites) == ("fe1", Edition.ENTERPRISE, ("a", "b"))
+    assert [(s.name, fe1.site_of(s)) for s in fe1.servers] == [
+        ("fe1a", "a"), ("fe1b", "a"), ("fe1c", "b"), ("fe1d", "b")]
+    backend = fe1.backend
+    assert backend is not None and backend.principal is not None and backend.mirror is not None
+    assert (backend.principal.site, backend.mirror.site, backend.scheme) == (
+        "a", "b", "mirrored+witness")
+    assert witness.role is PoolRole.WITNESS and witness.sites == ("c",)
+    a, b, _ = topology.sites
+    assert (a.rtt_to("b"), a.metro, b.metro) == (2.0, "metro1", "metro1")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.topology import EXAMPLES_DIR
 from trimaran.topology import (
     RULES,
     TopologyError,
@@ -402,7 +403,7 @@ def test_a_mirror_with_a_witness_and_one_without_are_different_ha_schemes() -> N
 STRETCHED_PAIR = """\
 name: t
 sip_domain: trimaran.test
-sites: [{name: dc1, rtt_ms: {dc2: 2, dc3: 2}}, {name: dc2}, {name: dc3}]
+sites: [{name: dc1, rtt_ms: {dc2: 2, dc3: 2}}, {name: dc2}, {name: dc3}, {name: dc4}]
 pools:
   - name: fe1
     site: dc1
@@ -410,14 +411,16 @@ pools:
     edition: enterprise
     backup_pool: fe2
     servers: [{name: fe1a, address: 127.0.1.11}, {name: fe1b, address: 127.0.3.11, site: dc3}]
-    backend: {principal: {address: 127.0.1.21}}
+    backend: {principal: {address: 127.0.1.21}, mirror: {address: 127.0.3.21, site: dc3},
+              witness: {address: 127.0.4.31, port: 8600, site: dc4}}
   - name: fe2
     site: dc2
     role: frontend
     edition: enterprise
     backup_pool: fe1
     servers: [{name: fe2a, address: 127.0.2.11}]
-    backend: {principal: {address: 127.0.2.21}}
+    backend: {principal: {address: 127.0.2.21}, mirror: {address: 127.0.2.22},
+              witness: {address: 127.0.4.32, port: 8600, site: dc4}}
 """
 
 
@@ -548,14 +551,37 @@ def _stretched(sites: str, far: str = "dc2", role: str = "frontend") -> str:
             + ("" if role == "frontend" else se("se1", "dc1", "127.0.1.1")))
 
 
+METRO_BACKEND = ("backend: {principal: {address: 127.0.1.21}, mirror: {address: 127.0.2.21, "
+                 "site: dc2}, witness: {address: 127.0.9.31, port: 8600, site: dc3}}")
+
+
+def _stretched_ee(backend: str = METRO_BACKEND) -> str:
+    return _stretched("{name: dc1, rtt_ms: {dc2: 20}}, {name: dc2}, {name: dc3}").replace(
+        "role: frontend,", f"role: frontend, edition: enterprise, {backend},")
+
+
 def test_a_stretched_pool_within_the_metro_rtt_limit_is_fine() -> None:
-    ok = _stretched("{name: dc1, rtt_ms: {dc2: 20}}, {name: dc2}").replace(
-        "role: frontend,",
-        "role: frontend, edition: enterprise, backend: {principal: {address: 127.0.1.21}},")
+    ok = _stretched_ee()
     assert check(ok) == []
     same_metro = ok.replace("{name: dc1, rtt_ms: {dc2: 20}}, {name: dc2}",
                             "{name: dc1, metro: m}, {name: dc2, metro: m}")
     assert check(same_metro) == []
+
+
+def test_a_stretched_pools_back_end_must_survive_either_site() -> None:
+    """METRO-1: principal in one site, mirror in the other, witness in a third."""
+    no_mirror = _stretched_ee("backend: {principal: {address: 127.0.1.21}}")
+    assert found(no_mirror) == {("pools[0].backend.mirror", "warning")}
+    assert "losing site dc1 stops every write" in message(no_mirror, "pools[0].backend.mirror")
+    same_site = _stretched_ee(METRO_BACKEND.replace("site: dc2}", "site: dc1}"))
+    assert found(same_site) == {("pools[0].backend.mirror.site", "warning")}
+    witness_in_b = _stretched_ee(METRO_BACKEND.replace("site: dc3", "site: dc2"))
+    assert found(witness_in_b) == {("pools[0].backend.witness", "warning")}
+    assert "put the witness in a third site" in message(witness_in_b,
+                                                        "pools[0].backend.witness")
+    no_witness = _stretched_ee(METRO_BACKEND.replace(
+        ", witness: {address: 127.0.9.31, port: 8600, site: dc3}", ""))
+    assert found(no_witness) == {("pools[0].backend.witness", "warning")}
 
 
 def test_a_stretched_pool_beyond_the_rtt_limit_is_an_error() -> None:
@@ -564,6 +590,23 @@ def test_a_stretched_pool_beyond_the_rtt_limit_is_an_error() -> None:
     assert message(text, "pools[0].servers[1].site") == (
         "pool fe1 stretches from dc1 to dc2, 35 ms apart; the limit is 20 ms"
     )
+
+
+@pytest.mark.parametrize("rtt", [30, 20.5])
+def test_the_metro_example_stretched_over_more_than_20_ms_is_refused_at_the_far_server(
+        rtt: float, tmp_path: Path) -> None:
+    """METRO-1: examples/metro.yaml with sites a and b `rtt` ms apart (a declared common
+    metro does not excuse a measured RTT over the limit)."""
+    text = (EXAMPLES_DIR / "metro.yaml").read_text()
+    assert "rtt_ms: {b: 2}" in text
+    assert check(text.replace("rtt_ms: {b: 2}", "rtt_ms: {b: 20}")) == []
+    far = text.replace("rtt_ms: {b: 2}", f"rtt_ms: {{b: {rtt}}}")
+    assert found(far) == {("pools[0].servers[2].site", "error")}  # fe1c, first one in b
+    assert message(far, "pools[0].servers[2].site") == (
+        f"pool fe1 stretches from a to b, {rtt:g} ms apart; the limit is 20 ms")
+    (tmp_path / "far.yaml").write_text(far)
+    with pytest.raises(TopologyError, match=r"pools\[0\]\.servers\[2\]\.site.*limit is 20 ms"):
+        load_validated(tmp_path / "far.yaml")
 
 
 def test_a_stretched_pool_with_unknown_distance_is_an_error() -> None:

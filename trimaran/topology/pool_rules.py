@@ -451,6 +451,33 @@ def check_stretched_pools(facts: Facts) -> Iterator[Violation]:
             elif rtt is not None and rtt > METRO_RTT_LIMIT_MS:
                 yield error(path, f"pool {pool.name} stretches from {pool.site} to {far}, "
                             f"{rtt:g} ms apart; the limit is {METRO_RTT_LIMIT_MS:g} ms")
+        if len(reported) == 1 and pool.backend is not None:
+            yield from _stretched_backend(i, pool, (pool.site, next(iter(reported))))
+
+
+def _stretched_backend(i: int, pool: Pool,
+                       sites: tuple[str, str]) -> Iterator[Violation]:
+    """METRO-1: losing either site of a stretched pool is survived only with the Back End
+    principal in one site, its synchronous mirror in the other and the witness in a
+    third; otherwise one of the two sites takes the only copy or the tie-breaker along."""
+    backend = pool.backend
+    assert backend is not None
+    base = f"pools[{i}].backend"
+    principal = (backend.principal.site or pool.site) if backend.principal else None
+    if backend.mirror is None:
+        yield warning(f"{base}.mirror", f"pool {pool.name} is stretched over sites "
+                      f"{sites[0]} and {sites[1]} but its Back End has no mirror: losing "
+                      f"site {principal} stops every write of the pool")
+        return
+    mirror = backend.mirror.site or pool.site
+    if mirror == principal:
+        yield warning(f"{base}.mirror.site", f"pool {pool.name} is stretched over sites "
+                      f"{sites[0]} and {sites[1]} but its principal and mirror are both in "
+                      f"site {mirror}: losing it stops every write; put the mirror in the "
+                      f"other site")
+    if backend.witness is None:   # (a witness in one of the two sites: check_backend)
+        yield warning(f"{base}.witness", f"stretched pool {pool.name} has no witness: "
+                      f"losing the principal's site needs a manual `db failover`")
 
 
 def _partner(facts: Facts, pool: Pool) -> Pool | None:

@@ -43,6 +43,13 @@ class BindingCache:
         self.dirty.add(aor)
         return result
 
+    def forget_flow(self, server: str, flow_id: str, aors: list[str]) -> None:
+        """Drop the bindings of `aors` registered over flow `flow_id` of `server`."""
+        for aor in aors:
+            if aor in self._by_aor:
+                self._by_aor[aor] = [b for b in self._by_aor[aor]
+                                     if not (b.server == server and b.flow_id == flow_id)]
+
     def forget_server(self, server: str) -> None:
         """Drop bindings served by a server declared dead."""
         for aor, bindings in self._by_aor.items():
@@ -55,15 +62,33 @@ class BindingCache:
 
 
 class CredentialCache:
-    """Credentials seen in successful lookups, by (username, realm)."""
+    """Credentials by (username, realm): those seen in successful lookups, and every user
+    of the pool once the `UserFeed` has loaded them."""
 
     def __init__(self) -> None:
         self._creds: dict[tuple[str, str], Credentials] = {}
+        self._key_of: dict[str, tuple[str, str]] = {}       # aor -> its (username, realm)
 
     def remember(self, credentials: Credentials) -> None:
-        """Keep a copy (HA1 only; the password is never known)."""
-        self._creds[(credentials.username, credentials.realm)] = credentials
+        """Keep a copy (HA1 only; the password is never known), replacing the user's
+        previous credentials (a changed username included)."""
+        self.forget(credentials.aor)
+        key = (credentials.username, credentials.realm)
+        self._creds[key] = credentials
+        self._key_of[credentials.aor] = key
+
+    def forget(self, aor: str) -> None:
+        """Drop the credentials of `aor` (the user was removed)."""
+        key = self._key_of.pop(aor, None)
+        held = self._creds.get(key) if key is not None else None
+        if key is not None and held is not None and held.aor == aor:
+            del self._creds[key]
 
     def get(self, username: str, realm: str) -> Credentials | None:
         """The cached credentials, or None."""
         return self._creds.get((username, realm))
+
+    @property
+    def size(self) -> int:
+        """How many users' credentials are held."""
+        return len(self._creds)

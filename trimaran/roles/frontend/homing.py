@@ -109,6 +109,17 @@ class Homing:
             self._home[aor] = pool
         return pool
 
+    def remember_home(self, aor: str, pool: str | None) -> None:
+        """Note a user's home pool as the store has it (None: the user is gone), so that
+        deciding whom this pool serves needs no store read (`UserFeed`; FE-7: the Back
+        End may be away)."""
+        if pool is None:
+            self._home.pop(aor, None)
+            return
+        if aor not in self._home and len(self._home) >= CACHE_LIMIT:
+            self._home.clear()
+        self._home[aor] = pool
+
     async def standing(self, aor: str) -> Standing:
         """Whether this pool serves `aor` now, read-only or not, or where it goes."""
         return standing(self.pool, await self.home_pool(aor), self.records, self.liveness)

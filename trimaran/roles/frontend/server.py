@@ -40,6 +40,7 @@ from trimaran.roles.frontend.federation import FederationRoute
 from trimaran.roles.frontend.homing import DisasterRecovery
 from trimaran.roles.frontend.interpool import InterPool
 from trimaran.roles.frontend.metrics import add_frontend_sources
+from trimaran.roles.frontend.noticing import NoticedCredentials, NoticedLockouts, StoreWatch
 from trimaran.roles.frontend.peers import PEER_EVENT, PeerLink
 from trimaran.roles.frontend.pool import PoolMembership
 from trimaran.roles.frontend.presence import PresenceService
@@ -51,6 +52,7 @@ from trimaran.roles.frontend.registrar import (
 )
 from trimaran.roles.frontend.routing import Router
 from trimaran.roles.frontend.upkeep import Upkeep
+from trimaran.roles.frontend.userfeed import UserFeed
 from trimaran.roles.frontend.voice import VoiceRouting
 from trimaran.sip.errors import SipParseError
 from trimaran.sip.headers import Headers
@@ -97,10 +99,15 @@ class FrontEndServer:
             on_request=self._on_request, timers=config.timers,
             transport_config=TransportConfig(limits=config.limits),
             on_flow_closed=lambda flow, reason: self.upkeep.on_flow_closed(flow, reason))
-        self.limits = FrontEndLimits(config.abuse, config.deployment_hosts, store.lockouts,
+        # The authenticator's store reads and the binding writes follow the Back End's
+        # reachability, and report it (noticing.py).
+        self.watch = StoreWatch(self.enter_resiliency)
+        self.limits = FrontEndLimits(config.abuse, config.deployment_hosts,
+                                     NoticedLockouts(store.lockouts, self.watch),
                                      self.metrics, store_ok=lambda: self.mode == "full",
                                      agent=lambda: ":".join(map(str, self.sip_address)))
-        self.auth = RequestAuthenticator(store, config.domain, config.secret, config.nonce_ttl,
+        self.auth = RequestAuthenticator(NoticedCredentials(store.users, self.watch),
+                                         config.domain, config.secret, config.nonce_ttl,
                                          config.digest_algorithms,
                                          names_this_server=self._is_this_server,
                                          store_ok=lambda: self.mode == "full",
@@ -117,11 +124,16 @@ class FrontEndServer:
         self.upkeep = Upkeep(self)
         self.presence.on_change = self.peers.broadcast_presence
         self.membership: PoolMembership | None = None
+        #: Enterprise pools: every pool user's credentials and home here (resiliency mode).
+        self.user_feed: UserFeed | None = None
         if config.peers:
             self.membership = PoolMembership(
                 config.server, config.pool, list(config.peers), store,
                 detection=config.failure_detection, heartbeat_interval=config.heartbeat_interval,
                 wall_clock=wall_clock, monotonic=monotonic, ping=self.peers.ping)
+            self.user_feed = UserFeed(store, config.pool, self.auth.cache,
+                                      dr.homing.remember_home if dr is not None else
+                                      lambda _aor, _pool: None)
         self.admin = AdminServer(AdminContext(
             server=config.server, role="frontend", pool=config.pool, realm=config.domain,
             store=store, status=self.status, health=self.health, metrics=self.metrics,
@@ -150,6 +162,7 @@ class FrontEndServer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._housekeeping: asyncio.Task[None] | None = None
         self._membership_task: asyncio.Task[None] | None = None
+        self._users_task: asyncio.Task[None] | None = None
         self._started_at = 0.0
         self.bindings_count = 0
         self.mode = "full"
@@ -172,12 +185,14 @@ class FrontEndServer:
         self._housekeeping = asyncio.ensure_future(self.upkeep.housekeeping_loop())
         if self.membership is not None:
             self._membership_task = asyncio.ensure_future(self.upkeep.membership_loop())
+        if self.user_feed is not None:
+            self._users_task = asyncio.ensure_future(self.upkeep.users_loop())
         log.info("front end %s of pool %s serving SIP on %s:%s", cfg.server, cfg.pool,
                  cfg.host, port)
 
     async def stop(self) -> None:
         """Ordered shutdown: stop housekeeping, SIP (drain), HTTP; the store stays open."""
-        for task in (self._housekeeping, self._membership_task):
+        for task in (self._housekeeping, self._membership_task, self._users_task):
             if task is not None:
                 task.cancel()
         if self.dr is not None:
@@ -209,6 +224,9 @@ class FrontEndServer:
                                       "heartbeat_age": self.membership.heartbeat_ages()}
             status["decisions"] = [{"action": d.action, "server": d.server, "reason": d.reason,
                                     "at": d.at} for d in view.decisions]
+        if self.user_feed is not None:
+            status["credentials"] = {"loaded": self.user_feed.loaded,
+                                     "cached": self.auth.cache.size}
         if self.dr is not None:
             status.update(self.dr.status())
         if self.voice is not None:
@@ -307,6 +325,13 @@ class FrontEndServer:
         if self.mode != "resiliency":
             log.warning("entering resiliency mode: back end unreachable (%s)", why)
             self.mode = "resiliency"
+        self.watch.set_away()
+
+    def leave_resiliency(self) -> None:
+        """The Back End answers again: full service."""
+        log.warning("back end reachable again: leaving resiliency mode")
+        self.mode = "full"
+        self.watch.set_back()
 
     async def authenticate(self, incoming: IncomingRequest) -> str | None:
         outcome = await self.auth.authenticate(incoming.request, now=self.wall_clock())
@@ -410,9 +435,9 @@ class FrontEndServer:
                      now: float) -> list[Binding]:
         if self.mode != "full":
             return self.cache.apply(user, upsert, remove, now)
-        try:
-            bindings = await self.store.bindings.apply(user, upsert=upsert, remove=remove,
-                                                      now=now)
+        try:  # released when the Back End is found away meanwhile: the cache keeps it
+            bindings = await self.watch.call(self.store.bindings.apply(
+                user, upsert=upsert, remove=remove, now=now))
         except StoreUnavailable as exc:
             self.enter_resiliency(str(exc))
             return self.cache.apply(user, upsert, remove, now)

@@ -11,7 +11,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from trimaran.net.transport import Flow
-from trimaran.store.base import StoreUnavailable
+from trimaran.store.base import StoreError, StoreUnavailable
 from trimaran.store.model import Heartbeat
 
 if TYPE_CHECKING:
@@ -40,23 +40,25 @@ class Upkeep:
 
     async def _drop_flow_bindings(self, bindings: set[tuple[str, str]], flow: Flow,
                                   reason: str) -> None:
-        """RFC 5626 §5.2: outbound bindings registered over a failed flow are invalid."""
+        """RFC 5626 §5.2: outbound bindings registered over a failed flow are invalid.
+        Exactly those go — by flow, not by binding key: the same client may already
+        have registered again, over another flow or at another server, under the same
+        key (its instance and reg-id), and that binding must stay."""
         srv = self.server
         log.info("flow %s closed (%s): dropping %d outbound binding(s)", flow.id, reason,
                  len(bindings))
-        now = srv.wall_clock()
-        for aor in sorted({aor for aor, _ in bindings}):
-            keys = {key for a, key in bindings if a == aor}
-            try:
-                before = await srv.store.bindings.for_aor(aor, now=now)
-                stale = tuple(b.key for b in before if b.key in keys and b.flow_id == flow.id)
-                after = await srv.store.bindings.apply(aor, upsert=(), remove=stale, now=now)
-            except StoreUnavailable:
-                srv.cache.apply(aor, (), tuple(keys), now)
-                continue
-            srv.cache.remember(aor, after)
-            if before and not after:
-                srv.presence.schedule_notify(aor)
+        aors = sorted({aor for aor, _ in bindings})
+        srv.cache.forget_flow(srv.config.server, flow.id, aors)
+        try:
+            removed = await srv.store.bindings.purge_flow(srv.config.server, flow.id)
+            now = srv.wall_clock()
+            for aor in aors:
+                after = await srv.store.bindings.for_aor(aor, now=now)
+                srv.cache.remember(aor, after)
+                if removed and not after:   # the user went offline with the flow
+                    srv.presence.schedule_notify(aor)
+        except StoreUnavailable:
+            return  # resiliency mode: the cache no longer routes to the flow
 
     async def membership_loop(self) -> None:
         """Heartbeats and peer pings on their own cadence: a slow store never delays them
@@ -73,10 +75,30 @@ class Upkeep:
             await asyncio.sleep(srv.config.heartbeat_interval)
 
     async def housekeeping_loop(self) -> None:
-        """`tick` every housekeeping interval."""
+        """`tick` every housekeeping interval; in resiliency mode every heartbeat interval
+        when that is shorter, so that full service (persistent changes, bindings seen by
+        every server) resumes soon after the Back End does (BE-8, METRO-1)."""
+        cfg = self.server.config
         while True:
             await self.tick()
-            await asyncio.sleep(self.server.config.housekeeping_interval)
+            pause = cfg.housekeeping_interval if self.server.mode == "full" else \
+                min(cfg.housekeeping_interval, cfg.heartbeat_interval)
+            await asyncio.sleep(pause)
+
+    async def users_loop(self) -> None:
+        """Keep every pool user's credentials and home pool here (`UserFeed`): load them,
+        then follow the change log, every housekeeping interval while the store answers."""
+        srv = self.server
+        assert srv.user_feed is not None
+        while True:
+            if srv.mode == "full":
+                try:
+                    await srv.user_feed.tick()
+                except StoreUnavailable as exc:
+                    log.debug("users not refreshed, store unavailable: %s", exc)
+                except StoreError as exc:
+                    log.warning("users not refreshed: %s", exc)
+            await asyncio.sleep(srv.config.housekeeping_interval)
 
     async def tick(self) -> None:
         """Write back, purge expired bindings, count, heartbeat (Standard Edition), and
@@ -94,8 +116,7 @@ class Upkeep:
                 await srv.store.heartbeats.beat(Heartbeat(srv.config.server, srv.config.pool,
                                                           now))
             if srv.mode != "full":
-                log.warning("back end reachable again: leaving resiliency mode")
-                srv.mode = "full"
+                srv.leave_resiliency()
                 # clients told "resiliency" meanwhile re-register and hear "full"
                 srv.spawn(self.close_moved_flows())
         except StoreUnavailable as exc:
