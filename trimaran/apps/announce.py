@@ -550,8 +550,7 @@ class AnnouncementApp:
 
     @staticmethod
     def _hop(dialog: Dialog, transport: str) -> Address:
-        first = dialog.route_set[0].uri if dialog.route_set else dialog.remote_target
-        return uri_address(first, transport)
+        return uri_address(dialog.first_hop, transport)
 
     def _refuse(self, incoming: IncomingRequest, status: int, reason: str) -> None:
         self._reply(incoming, status, reason[:120], to_tag=new_tag())

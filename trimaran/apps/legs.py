@@ -317,8 +317,7 @@ class Legs:
 
 
 def hop(dialog: Dialog) -> Address:
-    first = dialog.route_set[0].uri if dialog.route_set else dialog.remote_target
-    return uri_address(first, "tcp")
+    return uri_address(dialog.first_hop, "tcp")
 
 
 def hold_sdp(host: str, port: int) -> bytes:

@@ -606,8 +606,7 @@ class ResponseGroups:
 
 def _hop(dialog: Dialog) -> Address:
     """Where a request inside `dialog` goes first (its first route, else its target)."""
-    first = dialog.route_set[0].uri if dialog.route_set else dialog.remote_target
-    return uri_address(first, "tcp")
+    return uri_address(dialog.first_hop, "tcp")
 
 
 class WorkflowApp:

@@ -38,6 +38,17 @@ class Dialog:
     remote_cseq: int | None = None
     secure: bool = False
 
+    @property
+    def key(self) -> tuple[str, str]:
+        """As requests inside the dialog name it at our side: Call-ID and our tag."""
+        return self.id.call_id, self.id.local_tag
+
+    @property
+    def first_hop(self) -> URI:
+        """Where a request inside the dialog goes first: the first route, else the
+        remote target (§12.2.1.1)."""
+        return self.route_set[0].uri if self.route_set else self.remote_target
+
     @classmethod
     def from_uac(cls, request: Request, response: Response) -> Dialog:
         """The dialog a UAC gets from a 2xx or 101-199 with a To tag (§12.1.2)."""

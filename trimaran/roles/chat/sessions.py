@@ -72,14 +72,12 @@ class Connection:
     @property
     def key(self) -> tuple[str, str]:
         """As requests inside the dialog name it: Call-ID and our tag."""
-        return self.dialog.id.call_id, self.dialog.id.local_tag
+        return self.dialog.key
 
     @property
     def hop(self) -> Address:
         """Where requests inside the dialog go first (the Front End that routed it)."""
-        first = self.dialog.route_set[0].uri if self.dialog.route_set else \
-            self.dialog.remote_target
-        return uri_address(first, self.transport)
+        return uri_address(self.dialog.first_hop, self.transport)
 
 
 class Connections:

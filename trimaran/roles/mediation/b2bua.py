@@ -391,8 +391,7 @@ class B2bua:
 
     @staticmethod
     def _next_hop(dialog: Dialog, transport: str) -> Address:
-        first = dialog.route_set[0].uri if dialog.route_set else dialog.remote_target
-        return uri_address(first, transport)
+        return uri_address(dialog.first_hop, transport)
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.ensure_future(coro)
