@@ -2,11 +2,12 @@
 
 Integration tests bind fixed loopback addresses (each module its own 127.0.X.0/24
 ranges, see the modules), and a module-scoped deployment must never be started by two
-workers at once. So every test gets an ``xdist_group``: modules that name a common
+workers at once. So the tests are scheduled in groups: modules that name a common
 127.0.X range — in their own text, in the test helper modules they import, or in a
-conftest.py above them — are put in one group, and a group runs on one worker, one
-module after another (``--dist loadgroup``). A module naming no range is a group of
-its own. 127.0.0.x is left out: tests there use ports the system picks.
+conftest.py above them — form one group, and a group runs on one worker, one module
+after another (``--dist loadfile`` with the scheduler below, which schedules by group
+instead of by file). A module naming no range is a group of its own. 127.0.0.x is left
+out: tests there use ports the system picks.
 
 The pure modules (tests/topology, tests/unit, tests/vectors) only parse and validate
 addresses, never bind them, so their ranges do not join groups.
@@ -80,8 +81,26 @@ def address_groups(modules: list[Path]) -> dict[Path, str]:
     return {m: str(root(m).relative_to(ROOT)) for m in modules}
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    modules = sorted({Path(str(item.path)) for item in items})
-    groups = address_groups(modules)
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(groups[Path(str(item.path))]))
+@cache
+def _groups_of_suite() -> dict[str, str]:
+    modules = sorted((ROOT / "tests").rglob("test_*.py"))
+    return {str(m.relative_to(ROOT)): group for m, group in address_groups(modules).items()}
+
+
+def group_of_nodeid(nodeid: str) -> str:
+    """The group of a test (by its module; a module outside the suite is its own)."""
+    module = nodeid.split("::", 1)[0]
+    return _groups_of_suite().get(module, module)
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
+    """With ``--dist loadfile``: whole groups (not just files) go to one worker."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class AddressGroupScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return group_of_nodeid(nodeid)
+
+    return AddressGroupScheduling(config, log)

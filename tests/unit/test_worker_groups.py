@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.conftest import ROOT, address_groups
+from tests.conftest import ROOT, address_groups, group_of_nodeid
 
 
 def _group_of(groups: dict[Path, str], name: str) -> str:
@@ -38,3 +38,10 @@ def test_pure_modules_join_no_group() -> None:
              "tests/pool/test_pool.py"]
     groups = address_groups([ROOT / n for n in names])
     assert len(set(groups.values())) == 3
+
+
+def test_the_scheduler_groups_tests_by_their_modules_group() -> None:
+    enterprise = group_of_nodeid("tests/integration/test_drills_enterprise.py::test_x")
+    assert enterprise == group_of_nodeid("tests/integration/test_drills_pair.py::test_y")
+    assert enterprise != group_of_nodeid("tests/chat/test_chat_pool.py::test_z")
+    assert group_of_nodeid("elsewhere/test_q.py::test_q") == "elsewhere/test_q.py"
