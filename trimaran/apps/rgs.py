@@ -50,6 +50,7 @@ from typing import Any
 from trimaran.apps.audio import AudioError, read_wav
 from trimaran.apps.hours import Openness, decide
 from trimaran.apps.model import NUMBER_RE, Action, CallAction, Workflow
+from trimaran.apps.rgs_bridges import Bridge, Bridges, copy_headers, reply
 from trimaran.apps.routing_methods import (
     AgentBook,
     CallRouting,
@@ -59,12 +60,11 @@ from trimaran.apps.routing_methods import (
 )
 from trimaran.apps.rtp import RtpSender, answer_sdp, offer_address
 from trimaran.apps.server import App, AppContext
-from trimaran.client.ua import uri_address
 from trimaran.net.endpoint import IncomingRequest
-from trimaran.net.transport import Address, Flow, TransportError
+from trimaran.net.transport import Flow
 from trimaran.sip.dialog import Dialog
 from trimaran.sip.errors import SipParseError
-from trimaran.sip.headers import Headers, NameAddr
+from trimaran.sip.headers import Headers
 from trimaran.sip.ids import new_tag
 from trimaran.sip.message import Request, Response
 from trimaran.sip.transaction import TransactionError, build_cancel
@@ -76,8 +76,6 @@ log = logging.getLogger(__name__)
 SIGN_IN, SIGN_OUT, STATUS = "sign-in", "sign-out", "status"
 MAX_QUEUE_HOPS = 4              # queue actions in a row before giving up (loops)
 FORWARD_SECONDS = 60.0          # how long a forward target rings
-RELAYED_HEADERS = ("Content-Type", "Content-Disposition", "Session-Expires", "Supported")
-TARGET_REFRESH = frozenset({"INVITE", "UPDATE"})
 QUEUE_STATS = ("offers", "answered", "timeouts", "overflows")
 
 
@@ -120,15 +118,6 @@ class _Offer:
     cancel_sent: bool = False
 
 
-@dataclass(eq=False)
-class _Bridge:
-    """An answered call: the caller's dialog (`a`) and the agent's or target's (`b`)."""
-
-    a: Dialog
-    b: Dialog
-    agent: str | None
-
-
 class ResponseGroups:
     """The Response Group service of one application server: its two applications
     (`workflows`, `agents`) share it."""
@@ -137,7 +126,7 @@ class ResponseGroups:
         self.context = context
         self.book = AgentBook()
         self.calls: dict[tuple[str, str], _Call] = {}
-        self.bridges: dict[tuple[str, str], tuple[_Bridge, bool]] = {}
+        self.bridges = Bridges(context, self._bridge_ended)
         self.waiting: Counter[str] = Counter()
         self.workflow_stats: defaultdict[str, Counter[str]] = defaultdict(Counter)
         self.queue_stats: defaultdict[str, Counter[str]] = defaultdict(Counter)
@@ -156,7 +145,7 @@ class ResponseGroups:
                                 **{k: self.queue_stats[q.name][k] for k in QUEUE_STATS}}
                        for q in config.queues},
             "agent_groups": self.agent_status(),
-            "calls_bridged": len(self.bridges) // 2,
+            "calls_bridged": len(self.bridges),
         }
 
     def agent_status(self) -> dict[str, object]:
@@ -176,20 +165,20 @@ class ResponseGroups:
         """A MESSAGE of an agent to its group: sign in, sign out, or ask."""
         request = incoming.request
         if request.method != "MESSAGE":
-            self._reply(incoming, 405, "Send a MESSAGE: sign-in, sign-out or status")
+            reply(self.context, incoming, 405, "Send a MESSAGE: sign-in, sign-out or status")
             return
         try:
             group = self.context.apps_config().agent_group(claim.target)
         except KeyError:
-            self._reply(incoming, 404, f"No agent group {claim.target}")
+            reply(self.context, incoming, 404, f"No agent group {claim.target}")
             return
         agent = next((a for a in group.agents if aor_key(a) == aor_key(claim.sender)), None)
         if agent is None:
-            self._reply(incoming, 403, f"{claim.sender} is not an agent of {group.name}")
+            reply(self.context, incoming, 403, f"{claim.sender} is not an agent of {group.name}")
             return
         command = request.body.decode("utf-8", "replace").strip().lower()
         if command not in (SIGN_IN, SIGN_OUT, STATUS):
-            self._reply(incoming, 400, "Say sign-in, sign-out or status")
+            reply(self.context, incoming, 400, "Say sign-in, sign-out or status")
             return
         if group.formal and command == SIGN_IN:
             self.book.sign_in(group.name, agent)
@@ -199,19 +188,19 @@ class ResponseGroups:
         state = "signed-in" if self.book.is_in(group, agent) else "signed-out"
         log.info("agent %s of %s: %s -> %s", agent, group.name, command, state)
         reason = "OK" if group.formal else "Informal agents are always signed in"
-        self._reply(incoming, 200, reason, headers=Headers([("Content-Type", "text/plain")]),
-                    body=state.encode())
+        reply(self.context, incoming, 200, reason,
+              headers=Headers([("Content-Type", "text/plain")]), body=state.encode())
 
     # -- a call to a workflow -------------------------------------------------------------
     async def call(self, incoming: IncomingRequest, claim: AppClaim) -> None:
         """A call to a workflow's number: from open/closed to an agent, or an action."""
         if incoming.request.method != "INVITE":
-            self._reply(incoming, 405, "A Response Group takes calls only")
+            reply(self.context, incoming, 405, "A Response Group takes calls only")
             return
         config = self.context.apps_config()
         workflow = next((w for w in config.workflows if w.number == claim.target), None)
         if workflow is None:
-            self._reply(incoming, 404, f"No workflow has {claim.target}")
+            reply(self.context, incoming, 404, f"No workflow has {claim.target}")
             return
         call = _Call(incoming, claim.sender, workflow, new_tag())
         self.calls[call.key] = call
@@ -395,7 +384,7 @@ class ResponseGroups:
                         log.info("call %s: %s refused %d %s", call.incoming.request.call_id,
                                  offer.request.uri, response.status, response.reason)
                     elif bridged or not await self._connect(call, offer, response):
-                        self.context.spawn(self._hang_up(offer.request, response))
+                        self.context.spawn(self.bridges.hang_up(offer.request, response))
                     else:
                         bridged = True
         finally:
@@ -421,7 +410,7 @@ class ResponseGroups:
         def retransmitted_2xx(response: Response, _: Flow | None) -> None:
             with contextlib.suppress(SipParseError):
                 dialog = Dialog.from_uac(request, response)
-                self.context.spawn(self._ack(dialog, request.cseq.seq))
+                self.context.spawn(self.bridges.ack(dialog, request.cseq.seq))
 
         offer.future = asyncio.ensure_future(self.context.endpoint.request(
             request, self.context.frontend, on_provisional=provisional,
@@ -436,7 +425,7 @@ class ResponseGroups:
             self.book.alerting(offer.agent, False)
             self._changed()
         if offer.abandoned and not future.cancelled() and 200 <= future.result().status < 300:
-            self.context.spawn(self._hang_up(offer.request, future.result()))
+            self.context.spawn(self.bridges.hang_up(offer.request, future.result()))
 
     def _abandon(self, offer: _Offer) -> None:
         """An offer nobody wants any more: cancel it (a 2xx already in is hung up)."""
@@ -447,7 +436,7 @@ class ResponseGroups:
             if offer.provisional:
                 self._cancel(offer)
         elif not future.cancelled() and 200 <= future.result().status < 300:
-            self.context.spawn(self._hang_up(offer.request, future.result()))
+            self.context.spawn(self.bridges.hang_up(offer.request, future.result()))
 
     def _cancel(self, offer: _Offer) -> None:
         """CANCEL an offer (once, and only after a provisional answer, §9.1)."""
@@ -467,39 +456,18 @@ class ResponseGroups:
         except SipParseError as exc:
             log.warning("call %s: cannot bridge (%s)", call.incoming.request.call_id, exc)
             return False
-        await self._ack(b, offer.request.cseq.seq)
+        await self.bridges.ack(b, offer.request.cseq.seq)
         headers = self._leg_a_headers(call)
-        for name in RELAYED_HEADERS:
-            value = response.headers.get(name)
-            if value:
-                headers.add(name, value)
+        copy_headers(response.headers, headers)
         call.settled = True
         with contextlib.suppress(TransactionError):
             self.context.endpoint.reply(call.incoming, response.status, response.reason,
                                         headers=headers, body=response.body, to_tag=call.tag)
-        bridge = _Bridge(a, b, offer.agent)
-        self.bridges[(a.id.call_id, a.id.local_tag)] = (bridge, True)
-        self.bridges[(b.id.call_id, b.id.local_tag)] = (bridge, False)
+        self.bridges.add(a, b, offer.agent)
         if offer.agent is not None:
             self.book.call_started(offer.agent)
         log.info("call %s answered by %s", call.incoming.request.call_id, offer.request.uri)
         return True
-
-    async def _ack(self, dialog: Dialog, cseq: int) -> None:
-        ack = dialog.create_request("ACK", via=self.context.endpoint.via("tcp"), cseq=cseq)
-        with contextlib.suppress(TransportError):
-            await self.context.endpoint.send_stateless(ack, _hop(dialog))
-
-    async def _hang_up(self, request: Request, response: Response) -> None:
-        """A 2xx nobody wants: ACK it and hang up at once."""
-        try:
-            dialog = Dialog.from_uac(request, response)
-        except SipParseError:
-            return
-        await self._ack(dialog, request.cseq.seq)
-        bye = dialog.create_request("BYE", via=self.context.endpoint.via("tcp"))
-        with contextlib.suppress(TransportError):
-            await self.context.endpoint.request(bye, _hop(dialog))
 
     # -- inside dialogs -------------------------------------------------------------------
     async def in_dialog(self, incoming: IncomingRequest) -> bool:
@@ -509,59 +477,13 @@ class ResponseGroups:
             call = self.calls.get((request.call_id, request.from_.tag or ""))
             if call is None:
                 return False
-            self._reply(incoming, 200, to_tag=call.tag)
+            reply(self.context, incoming, 200, to_tag=call.tag)
             self._fail(call, 487, "Request Terminated")
             call.gone.set()
             return True
-        found = self.bridges.get((request.call_id, request.to.tag or ""))
-        if found is None:
-            return False
-        if request.method != "ACK":
-            await self._relay(incoming, *found)
-        return True
+        return await self.bridges.on_request(incoming)
 
-    async def _relay(self, incoming: IncomingRequest, bridge: _Bridge, from_a: bool) -> None:
-        """Relay a request of one leg to the other (§16-like, as a B2BUA)."""
-        request = incoming.request
-        mine, other = (bridge.a, bridge.b) if from_a else (bridge.b, bridge.a)
-        if not mine.accepts_remote_cseq(request):
-            self._reply(incoming, 500, "CSeq out of order")
-            return
-        refresh = request.method in TARGET_REFRESH
-        if refresh:
-            mine.update_target(request)
-        endpoint = self.context.endpoint
-        out = other.create_request(request.method, via=endpoint.via("tcp"),
-                                   contact=NameAddr.parse(self.context.contact())
-                                   if refresh else None)
-        for name in RELAYED_HEADERS:
-            value = request.headers.get(name)
-            if value:
-                out.headers.add(name, value)
-        out.body = request.body
-        if request.method == "BYE":
-            self._reply(incoming, 200)
-            self._end(bridge)
-            with contextlib.suppress(TransportError):
-                await endpoint.request(out, _hop(other))
-            return
-        response = await endpoint.request(out, _hop(other))
-        if request.method == "INVITE" and 200 <= response.status < 300:
-            other.update_target(response)
-            await self._ack(other, out.cseq.seq)
-        headers = Headers()
-        if refresh and 200 <= response.status < 300:
-            headers.add("Contact", self.context.contact())
-        for name in RELAYED_HEADERS:
-            value = response.headers.get(name)
-            if value:
-                headers.add(name, value)
-        self._reply(incoming, response.status, response.reason, headers=headers,
-                    body=response.body)
-
-    def _end(self, bridge: _Bridge) -> None:
-        for dialog in (bridge.a, bridge.b):
-            self.bridges.pop((dialog.id.call_id, dialog.id.local_tag), None)
+    def _bridge_ended(self, bridge: Bridge) -> None:
         if bridge.agent is not None:
             self.book.call_ended(bridge.agent, self.context.monotonic())
             self._changed()
@@ -591,22 +513,8 @@ class ResponseGroups:
             return
         call.settled = True
         config = self.context.config
-        self._reply(call.incoming, status, reason[:120], to_tag=call.tag, headers=Headers([
+        reply(self.context, call.incoming, status, reason[:120], to_tag=call.tag, headers=Headers([
             ("Warning", f'399 {config.host}:{config.sip_port} "{reason[:200]}"')]))
-
-    def _reply(self, incoming: IncomingRequest, status: int, reason: str | None = None, *,
-               headers: Headers | None = None, body: bytes = b"",
-               to_tag: str | None = None) -> None:
-        if incoming.transaction is None or incoming.transaction.terminated:
-            return
-        with contextlib.suppress(TransactionError):
-            self.context.endpoint.reply(incoming, status, reason, headers=headers, body=body,
-                                        to_tag=to_tag or (new_tag() if status >= 200 else None))
-
-
-def _hop(dialog: Dialog) -> Address:
-    """Where a request inside `dialog` goes first (its first route, else its target)."""
-    return uri_address(dialog.first_hop, "tcp")
 
 
 class WorkflowApp:
