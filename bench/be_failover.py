@@ -40,6 +40,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import machine_lines
 
+from trimaran.admin import access
 from trimaran.deploy.database import agent_url, instance
 from trimaran.deploy.rundir import DatabaseState, RunDir
 from trimaran.sip import digest
@@ -89,7 +90,9 @@ def cli(*args: str) -> None:
 def agent_state(database: DatabaseState) -> dict[str, object] | None:
     """The agent's GET /state, or None when it does not answer."""
     try:
-        with urllib.request.urlopen(agent_url(database) + "/state", timeout=1.0) as response:
+        url = agent_url(database) + "/state"
+        request = urllib.request.Request(url, headers=access.headers_for("GET", url))
+        with urllib.request.urlopen(request, timeout=1.0) as response:
             data = json.loads(response.read())
             return data if isinstance(data, dict) else None
     except (urllib.error.URLError, OSError, ValueError):
@@ -188,6 +191,7 @@ async def measure(rundir: Path, kills: int, rate: float) -> dict[str, object]:
     # the asyncpg pool logs a traceback each time it cannot refill during the outage
     logging.getLogger("asyncpg.pool").setLevel(logging.ERROR)
     run = RunDir(rundir)
+    access.use_rundir(run)               # admin calls signed with the deployment's key
     databases = [d for d in run.load_state().databases.values() if d.pool == POOL]
     store = PostgresStore(DSN, pool=POOL, retry_for=2.0)
     await store.open()

@@ -39,24 +39,24 @@ import contextlib
 import json
 import os
 import platform
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
+from kit import int_list, quantile, why, workspace
 from machine import machine_lines
 from registrar import host_busy_seconds, table
 
+from trimaran.admin import access
 from trimaran.chat.model import Membership, Message, Role
 from trimaran.chat.shipping import Lag, measure_lag
 from trimaran.chat.store import ChatStore, ChatStoreError
@@ -220,6 +220,7 @@ class Deployment:
         self.started = True
         self.cli("up", str(topology), "--dir", str(self.rundir), "--timeout", "120",
                  timeout=300)
+        access.use_rundir(RunDir(self.rundir))   # admin calls signed with its key
         asyncio.run(self._add_users())
         self.cli("chat", "category", "add", CATEGORY)
         # the baseline's room: managed and posted to by nobody connected (nothing to deliver)
@@ -528,14 +529,6 @@ def _why(exc: Exception) -> str:
 
 # --- results ----------------------------------------------------------------------------------
 
-def quantile(values: Sequence[float], q: float) -> float | None:
-    """Nearest-rank quantile, None without values."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
-
-
 @dataclass(frozen=True)
 class LagSummary:
     samples: int
@@ -672,8 +665,10 @@ def chat_servers_status() -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for name, host in CHAT.items():
         out[name] = {}
+        url = f"http://{host}:8080/status"
+        request = urllib.request.Request(url, headers=access.headers_for("GET", url))
         with contextlib.suppress(OSError, ValueError), urllib.request.urlopen(
-                f"http://{host}:8080/status", timeout=2) as answer:
+                request, timeout=2) as answer:
             value = json.loads(answer.read())
             if isinstance(value, dict):
                 out[name] = value
@@ -1006,13 +1001,6 @@ def pct(value: float) -> str:
     return f"{value:.0f}"
 
 
-def why(failures: Mapping[str, int]) -> str:
-    if not failures:
-        return "0"
-    return f"{sum(failures.values())} (" + ", ".join(
-        f"{n} {reason}" for reason, n in sorted(failures.items())) + ")"
-
-
 def ratio(a: float | None, b: float | None, digits: int = 2) -> str:
     return "-" if a is None or b is None or b <= 0 else f"{a / b:.{digits}f}"
 
@@ -1211,10 +1199,6 @@ def report(results: Results, args: argparse.Namespace, minutes: float) -> str:
 
 # --- main --------------------------------------------------------------------------------
 
-def int_list(text: str) -> tuple[int, ...]:
-    return tuple(int(v) for v in text.split(",") if v.strip())
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
@@ -1254,24 +1238,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-@contextlib.contextmanager
-def workspace(keep: bool) -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="trimaran-bench-chat-"))
-    failed = True
-    try:
-        yield path
-        failed = False
-    finally:
-        if keep or failed:
-            print(f"work directory kept: {path}", file=sys.stderr)
-        else:
-            shutil.rmtree(path, ignore_errors=True)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.monotonic()
-    with workspace(args.keep) as work:
+    with workspace("chat", args.keep) as work:
         deployment = Deployment(work)
         try:
             results = asyncio.run(run(deployment, args))

@@ -47,9 +47,11 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import machine_lines
 
+from trimaran.admin import access
 from trimaran.client.ua import UAConfig, UserAgent
 from trimaran.client.writes import Ack, Writers
 from trimaran.client.xcap import XcapClient, XcapError
+from trimaran.deploy.rundir import RunDir
 from trimaran.net.transport import Address
 from trimaran.sip import digest
 from trimaran.store.model import Credentials, User
@@ -228,7 +230,7 @@ class Bench:
                     ) -> Callable[[str], Awaitable[set[str]]]:
         async def contacts(aor: str) -> set[str]:
             url = f"http://{host}:{ADMIN}/admin/contacts/{quote(aor, safe='')}"
-            async with session.get(url) as resp:
+            async with session.get(url, headers=access.headers_for("GET", url)) as resp:
                 if resp.status == 404:
                     return set()
                 resp.raise_for_status()
@@ -241,7 +243,7 @@ class Bench:
                     ) -> Callable[[str], Awaitable[str]]:
         async def presence(aor: str) -> str:
             url = f"http://{host}:{ADMIN}/admin/presence/{quote(aor, safe='')}"
-            async with session.get(url) as resp:
+            async with session.get(url, headers=access.headers_for("GET", url)) as resp:
                 if resp.status == 404:
                     return ""
                 resp.raise_for_status()
@@ -494,6 +496,7 @@ def main() -> None:
         rundir = Path(tmp) / "run"
         bench = Bench(rundir, args.users, min(args.writers, args.users), args.rate)
         trimaran("up", str(topo), "--dir", str(rundir))
+        access.use_rundir(RunDir(rundir))     # admin calls signed with its key
 
         async def go() -> None:
             try:

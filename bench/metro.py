@@ -44,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import machine_lines
 from wan import DelayRelay, Wan, WanError, descendants, netem_problem
 
+from trimaran.admin import access
 from trimaran.client.ua import UAConfig, UserAgent
 from trimaran.client.xcap import XcapClient
 from trimaran.deploy.database import instance
@@ -368,6 +369,7 @@ def main() -> None:
         topo.write_text(topology(2))
         run = RunDir(Path(tmp) / "run")
         cli("up", str(topo), "--dir", str(run.path))
+        access.use_rundir(run)           # admin calls signed with the deployment's key
         try:
             asyncio.run(create_users(["ua", "ub", "wa", "wb", *(
                 f"s{site}{i}" for site in "ab" for i in range(samples))]))

@@ -29,14 +29,14 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
+from kit import workspace
 from machine import machine_lines
 from sipp_runner import (
     SCENARIOS,
@@ -830,20 +830,6 @@ def _terminate(signum: int, _frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-@contextlib.contextmanager
-def workspace(keep: bool) -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="trimaran-bench-registrar-"))
-    failed = True
-    try:
-        yield path
-        failed = False
-    finally:
-        if keep or failed:
-            print(f"work directory kept: {path}", file=sys.stderr)
-        else:
-            shutil.rmtree(path, ignore_errors=True)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     workloads = [w for w in args.workloads.split(",") if w]
@@ -856,7 +842,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(sig, _terminate)      # even where the shell made SIGINT ignored
     results: dict[str, dict[str, list[Step]]] = {}
     started = time.monotonic()
-    with workspace(args.keep) as work:
+    with workspace("registrar", args.keep) as work:
         ctx = Context(users_csv(work / "users.csv", names), args.users,
                       free_port(CLIENT_HOST), args.step_seconds, work, args.quiet_wait)
         servers: list[Server] = []

@@ -34,28 +34,29 @@ import json
 import os
 import platform
 import resource
-import shutil
 import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))   # tests.voice
+from kit import int_list, quantile, why, workspace
 from machine import machine_lines
 from registrar import host_busy_seconds, table, tree_cpu_seconds
 from sipp_runner import SCENARIOS, BackgroundSipp, free_port, run_sipp, sipp_version
 
 from tests.voice.gateway import GatewayError, GatewayMode, SippCaller, SippGateway
+from trimaran.admin import access
 from trimaran.client.dialogs import CallFailed
 from trimaran.client.ua import UAConfig, UserAgent
+from trimaran.deploy.rundir import RunDir
 from trimaran.net.transport import Address, TransportError
 from trimaran.sip.transaction import TransactionError
 
@@ -167,6 +168,7 @@ class Deployment:
         topology.write_text(TOPOLOGY)
         self.started = True
         self.cli("up", str(topology), "--dir", str(self.rundir), "--timeout", "60")
+        access.use_rundir(RunDir(self.rundir))   # admin calls signed with its key
         for name, number in NUMBERS.items():
             self.cli("user", "add", f"sip:{name}@{DOMAIN}", "--password", password(name),
                      "--pool", "fe1", "--number", number)
@@ -218,7 +220,9 @@ def password(name: str) -> str:
 def http_status(host: str, path: str = "/status", timeout: float = 1.0) -> dict[str, object]:
     """A server's admin API answer ({} when it does not answer)."""
     try:
-        with urllib.request.urlopen(f"http://{host}:{ADMIN_PORT}{path}", timeout=timeout) as r:
+        url = f"http://{host}:{ADMIN_PORT}{path}"
+        request = urllib.request.Request(url, headers=access.headers_for("GET", url))
+        with urllib.request.urlopen(request, timeout=timeout) as r:
             value = json.loads(r.read())
     except (OSError, ValueError):
         return {}
@@ -294,14 +298,6 @@ def read_trace(path: Path) -> dict[str, TracedCall]:
                 if status >= 200:
                     call.final, call.final_at = status, at
     return calls
-
-
-def quantile(values: Sequence[float], q: float) -> float | None:
-    """Nearest-rank quantile, None without values."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
 
 
 # --- load steps --------------------------------------------------------------------------
@@ -776,13 +772,6 @@ def pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f}"
 
 
-def why(failures: Mapping[str, int]) -> str:
-    if not failures:
-        return "0"
-    return f"{sum(failures.values())} (" + ", ".join(
-        f"{n} {reason}" for reason, n in sorted(failures.items())) + ")"
-
-
 STEP_HEADER = ("path", "offered calls/s", "calls", "completed", "failed (why)",
                "answered calls/s", "setup p50 ms", "setup p99 ms", "max ms", "retrans",
                "FE CPU %", "Mediation CPU %", "SIPp + bench CPU %", "others CPU %")
@@ -938,10 +927,6 @@ def report(results: Results, args: argparse.Namespace, minutes: float) -> str:
 
 # --- main --------------------------------------------------------------------------------
 
-def int_list(text: str) -> tuple[int, ...]:
-    return tuple(int(v) for v in text.split(",") if v.strip())
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
@@ -979,24 +964,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-@contextlib.contextmanager
-def workspace(keep: bool) -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="trimaran-bench-voice-"))
-    failed = True
-    try:
-        yield path
-        failed = False
-    finally:
-        if keep or failed:
-            print(f"work directory kept: {path}", file=sys.stderr)
-        else:
-            shutil.rmtree(path, ignore_errors=True)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.monotonic()
-    with workspace(args.keep) as work:
+    with workspace("voice", args.keep) as work:
         deployment = Deployment(work)
         try:
             results = asyncio.run(run(deployment, args, work))

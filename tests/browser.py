@@ -104,8 +104,9 @@ class Browser:
         assert isinstance(result, dict)
         return result
 
-    async def open(self, url: str) -> Page:
-        """A new tab showing `url`, loaded, its errors collected from the start."""
+    async def open(self, url: str, headers: dict[str, str] | None = None) -> Page:
+        """A new tab showing `url`, loaded, its errors collected from the start; `headers`
+        go with every request of the tab (e.g. the Basic credentials a user typed)."""
         target = await self.send("Target.createTarget", {"url": "about:blank"})
         attached = await self.send("Target.attachToTarget",
                                    {"targetId": target["targetId"], "flatten": True})
@@ -113,6 +114,9 @@ class Browser:
         self._pages[page.session_id] = page
         for domain in ("Runtime", "Log", "Page"):
             await page.send(f"{domain}.enable")
+        if headers:
+            await page.send("Network.enable")
+            await page.send("Network.setExtraHTTPHeaders", {"headers": headers})
         await page.send("Page.navigate", {"url": url})
         await page.wait_for("document.readyState === 'complete'", 15, f"{url} to load")
         return page

@@ -12,6 +12,7 @@ from urllib.parse import quote
 import aiohttp
 import pytest
 
+from tests import admincreds
 from trimaran.admin.http import AdminContext, AdminServer
 from trimaran.admin.metrics import Metrics
 from trimaran.sip.digest import Challenge, answer, ha1, new_cnonce
@@ -81,8 +82,14 @@ class Admin:
     def url(self, path: str) -> str:
         return self.base + path
 
-    async def request(self, method: str, path: str, **kwargs: Any) -> aiohttp.ClientResponse:
-        return await self.session.request(method, self.url(path), **kwargs)
+    async def request(self, method: str, path: str, *, anonymous: bool = False,
+                      **kwargs: Any) -> aiohttp.ClientResponse:
+        """`method path`, with an operator admin token on admin routes unless `anonymous`
+        or the caller gives its own Authorization."""
+        headers = dict(kwargs.pop("headers", {}))
+        if not anonymous and "Authorization" not in headers and admincreds.needed(method, path):
+            headers.update(admincreds.headers())
+        return await self.session.request(method, self.url(path), headers=headers, **kwargs)
 
     async def challenge(self, path: str, algorithm: str = "SHA-256") -> Challenge:
         """The Digest challenge a request without credentials gets."""

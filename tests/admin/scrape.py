@@ -8,6 +8,8 @@ from collections.abc import Callable
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests import admincreds
+
 Labels = tuple[tuple[str, str], ...]
 
 
@@ -38,7 +40,9 @@ class Scrape:
 
 
 async def scrape(base_url: str, headers: dict[str, str] | None = None) -> Scrape:
-    """GET `base_url`/metrics and parse it (the answer must be 200)."""
+    """GET `base_url`/metrics with a read token (or `headers`) and parse it (the answer
+    must be 200)."""
+    headers = headers if headers is not None else admincreds.headers("read")
     async with aiohttp.ClientSession() as session, \
             session.get(f"{base_url}/metrics", headers=headers) as response:
         assert response.status == 200, await response.text()

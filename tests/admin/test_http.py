@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
+from tests import admincreds
 from tests.admin.conftest import (
     ALICE,
     BOB,
@@ -73,8 +74,8 @@ async def test_health_answers_200_when_healthy_and_503_with_the_reason_when_not(
 
 
 async def test_health_never_needs_the_admin_token_and_answers_head(make_admin: MakeAdmin) -> None:
-    admin = await make_admin(admin_token="s3cret")
-    async with await admin.request("HEAD", "/health") as resp:
+    admin = await make_admin()
+    async with await admin.request("HEAD", "/health", anonymous=True) as resp:
         assert resp.status == 200
 
 
@@ -95,22 +96,26 @@ async def test_status_is_the_server_snapshot_plus_its_identity(admin: Admin) -> 
                                      "role": "frontend", "pool": "fe1"}
 
 
-async def test_admin_token_guards_status_metrics_and_admin_but_not_health(
-        make_admin: MakeAdmin) -> None:
-    admin = await make_admin(admin_token="s3cret")
+async def test_admin_routes_need_an_admin_token_but_health_does_not(admin: Admin) -> None:
+    """OPS-6: no credentials 401 with a Bearer challenge, a forged token 401, a read token
+    reads, a read token may not drain (403 naming the scope), an operator token may."""
     for path in ("/status", "/metrics", admin_contacts_path(ALICE)):
-        async with await admin.request("GET", path) as resp:
+        async with await admin.request("GET", path, anonymous=True) as resp:
             assert resp.status == 401, path
             assert resp.headers["WWW-Authenticate"].startswith("Bearer")
-            assert await error_of(resp) == "admin token required"
-        bad = {"Authorization": "Bearer wrong"}
+            assert "admin credentials required" in await error_of(resp)
+        bad = {"Authorization": "Bearer " + admincreds.token(key=b"another deployment")}
         async with await admin.request("GET", path, headers=bad) as resp:
             assert resp.status == 401
-            assert await error_of(resp) == "invalid admin token"
-        good = {"Authorization": "Bearer s3cret"}
-        async with await admin.request("GET", path, headers=good) as resp:
+            assert "bad token signature" in await error_of(resp)
+        async with await admin.request("GET", path, headers=admincreds.headers("read")) as resp:
             assert resp.status == 200, path
-    async with await admin.request("GET", "/health") as resp:
+    async with await admin.request("POST", "/admin/drain",
+                                   headers=admincreds.headers("read")) as resp:
+        assert resp.status == 403
+        assert "has scope read" in await error_of(resp) and "needs operator" in \
+            await error_of(resp)
+    async with await admin.request("GET", "/health", anonymous=True) as resp:
         assert resp.status == 200
 
 

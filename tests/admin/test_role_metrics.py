@@ -13,6 +13,7 @@ import dns.asyncquery
 import dns.message
 import pytest
 
+from tests import admincreds
 from tests.admin.scrape import scrape, scrape_until
 from tests.dns.test_server import FakeHealth
 from tests.frontend.conftest import DOMAIN, FAST, add_user, password_of
@@ -219,7 +220,8 @@ class Clock:
 
 
 async def post(url: str, body: dict[str, Any]) -> int:
-    async with aiohttp.ClientSession() as session, session.post(url, json=body) as response:
+    async with aiohttp.ClientSession() as session, \
+            session.post(url, json=body, headers=admincreds.headers()) as response:
         return response.status
 
 

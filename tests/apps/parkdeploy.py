@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests import admincreds
 from tests.integration.drpair import DOMAIN, trimaran, wait_for
 from trimaran.client.dialogs import Call
 from trimaran.client.ua import UAConfig, UserAgent
@@ -92,7 +93,8 @@ class ParkPool:
 
     def status(self, server: str) -> dict[str, object]:
         url = f"http://{self.servers[server]}:{ADMIN_PORT}/status"
-        with urllib.request.urlopen(url, timeout=2) as response:
+        request = urllib.request.Request(url, headers=admincreds.headers("read"))
+        with urllib.request.urlopen(request, timeout=2) as response:
             value = json.loads(response.read())
         assert isinstance(value, dict)
         return value
@@ -160,6 +162,7 @@ def running_pool(tmp: Path, *, name: str, servers: dict[str, str], db: str,
     path.write_text(topology(name, servers["fe1a"], servers["fe1b"], db))
     rundir = tmp / "run"
     trimaran("up", str(path), "--dir", str(rundir), timeout=120)
+    admincreds.for_rundir(rundir)        # this process now holds the deployment's key
     try:
         asyncio.run(create_users(db, users))
         pool = ParkPool(rundir, servers, clients)

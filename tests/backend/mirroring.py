@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 import asyncpg  # type: ignore[import-untyped]
 
+from tests import admincreds
 from trimaran.backend.agent import Agent, AgentConfig
 from trimaran.backend.decide import Policy, Role, Timeouts
 from trimaran.backend.instance import BackendError, PgInstance
@@ -298,6 +299,7 @@ class Pair:
         """POST /failover to `node`'s agent: (status, body)."""
         async with aiohttp.ClientSession() as session, session.post(
                 f"{self.agents[node].url}/failover", json={"to": to, "force": force},
+                headers=admincreds.headers(),
                 timeout=aiohttp.ClientTimeout(total=60)) as response:
             return response.status, await response.json()
 

@@ -11,6 +11,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from tests import admincreds
 from trimaran.backend.witness import Record, Witness, WitnessCore, WitnessError
 
 B = "pool1"
@@ -209,12 +210,14 @@ class Clock:
 
 
 async def _post(url: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-    async with aiohttp.ClientSession() as session, session.post(url, json=body) as response:
+    async with aiohttp.ClientSession() as session, \
+            session.post(url, json=body, headers=admincreds.headers()) as response:
         return response.status, await response.json()
 
 
 async def _get(url: str) -> tuple[int, dict[str, Any]]:
-    async with aiohttp.ClientSession() as session, session.get(url) as response:
+    async with aiohttp.ClientSession() as session, \
+            session.get(url, headers=admincreds.headers("read")) as response:
         return response.status, await response.json()
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests import admincreds
 from tests.integration.drpair import DOMAIN, trimaran
 from trimaran.client.chat import ChatError, ChatMember
 from trimaran.client.ua import UAConfig, UserAgent
@@ -78,7 +79,9 @@ class Chat:
         return json.loads(self.cli(*args, "--json"))
 
     def status(self, server: str) -> dict[str, Any]:
-        with urllib.request.urlopen(f"http://{CHAT[server]}:8080/status", timeout=2) as resp:
+        request = urllib.request.Request(f"http://{CHAT[server]}:8080/status",
+                                         headers=admincreds.headers("read"))
+        with urllib.request.urlopen(request, timeout=2) as resp:
             value = json.loads(resp.read())
         assert isinstance(value, dict)
         return value
@@ -117,6 +120,7 @@ def running_chat(tmp_path: Path) -> Iterator[Chat]:
     path.write_text(TOPOLOGY)
     rundir = tmp_path / "run"
     trimaran("up", str(path), "--dir", str(rundir), timeout=180)
+    admincreds.for_rundir(rundir)        # this process now holds the deployment's key
     try:
         yield Chat(rundir)
     finally:

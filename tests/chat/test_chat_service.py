@@ -15,6 +15,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from tests import admincreds
 from tests.chat.conftest import CATEGORY
 from tests.frontend.conftest import DOMAIN, FAST, add_user, password_of
 from tests.store.conftest import free_port
@@ -210,9 +211,9 @@ async def test_status_and_metrics_count_connections_and_posts(service: Service) 
     async with aiohttp.ClientSession() as http:
         async with http.get(base + "/health") as response:
             assert response.status == 200
-        async with http.get(base + "/status") as response:
+        async with http.get(base + "/status", headers=admincreds.headers("read")) as response:
             status = await response.json()
-        async with http.get(base + "/metrics") as response:
+        async with http.get(base + "/metrics", headers=admincreds.headers("read")) as response:
             metrics = await response.text()
     assert status["active"] is True and status["connections"] >= 1
     assert status["mode"] == "normal"

@@ -8,6 +8,7 @@ from typing import Any
 
 import aiohttp
 
+from tests import admincreds
 from tests.frontend.conftest import DOMAIN, FrontEnd
 from trimaran.client.ua import UserAgent
 
@@ -38,7 +39,8 @@ async def test_health_status_and_metrics(frontend: FrontEnd, make_ua: MakeUA) ->
             assert (await resp.json())["healthy"] is True
         deadline = asyncio.get_running_loop().time() + 5
         while True:  # the binding count is refreshed by housekeeping
-            async with session.get(frontend.admin_url + "/status") as resp:
+            async with session.get(frontend.admin_url + "/status",
+                                   headers=admincreds.headers("read")) as resp:
                 status = await resp.json()
             if status["bindings"] == 2:
                 break
@@ -46,7 +48,8 @@ async def test_health_status_and_metrics(frontend: FrontEnd, make_ua: MakeUA) ->
             await asyncio.sleep(0.05)
         assert status["role"] == "frontend" and status["pool"] == "se1"
         assert status["version"]
-        async with session.get(frontend.admin_url + "/metrics") as resp:
+        async with session.get(frontend.admin_url + "/metrics",
+                               headers=admincreds.headers("read")) as resp:
             text = await resp.text()
     assert 'sip_requests_total{method="REGISTER"}' in text
     assert "registered_bindings 2.0" in text

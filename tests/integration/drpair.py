@@ -16,6 +16,7 @@ from urllib.parse import quote
 
 import aiohttp
 
+from tests import admincreds
 from trimaran.client.ua import UAConfig, UserAgent
 from trimaran.client.writes import Ack, Writers
 from trimaran.net.transport import Address
@@ -89,6 +90,7 @@ class Pair:
     """A running paired deployment in `rundir`."""
 
     def __init__(self, rundir: Path, nodes: list[Node]) -> None:
+        self.admin = admincreds.for_rundir(rundir)      # an operator token of the deployment
         self.rundir = rundir
         self.nodes = nodes
         self.agents: dict[str, UserAgent] = {}
@@ -124,7 +126,8 @@ class Pair:
             url = f"{node.base}/admin/presence/{quote(aor, safe='')}"
             limit = aiohttp.ClientTimeout(total=3)
             try:
-                async with aiohttp.ClientSession(timeout=limit) as s, s.get(url) as resp:
+                async with aiohttp.ClientSession(timeout=limit) as s, \
+                        s.get(url, headers=self.admin) as resp:
                     if resp.status == 404:
                         return ""
                     body = await resp.json()
@@ -171,7 +174,8 @@ class Pair:
             url = f"{node.base}/admin/contacts/{quote(aor, safe='')}"
             limit = aiohttp.ClientTimeout(total=3)
             try:
-                async with aiohttp.ClientSession(timeout=limit) as s, s.get(url) as resp:
+                async with aiohttp.ClientSession(timeout=limit) as s, \
+                        s.get(url, headers=self.admin) as resp:
                     if resp.status == 404:
                         return set()
                     body = await resp.json()
@@ -198,7 +202,8 @@ class Pair:
 
     def status(self, node: Node) -> dict[str, object]:
         import urllib.request
-        with urllib.request.urlopen(f"{node.base}/status", timeout=2) as resp:
+        request = urllib.request.Request(f"{node.base}/status", headers=self.admin)
+        with urllib.request.urlopen(request, timeout=2) as resp:
             value = json.loads(resp.read())
         assert isinstance(value, dict)
         return value

@@ -88,7 +88,7 @@ async def test_unsigned_or_wrongly_signed_backup_calls_are_refused(pair: Pair) -
             return exc.code, exc.read().decode()
 
     status, text = post({})
-    assert status == 403 and "missing" in text
+    assert status == 401 and "admin credentials required" in text       # OPS-6
     status, text = post(sign("pair:se1:se2", b"not-the-key" * 3, "POST", "/backup/apply",
                              body))
     assert status == 403 and "bad signature" in text

@@ -6,6 +6,7 @@ backup pool."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -21,7 +22,8 @@ SE1, SE2 = Node("se1", "se1", "127.0.19.1"), Node("se2", "se2", "127.0.19.2")
 TOPOLOGY = se_pair("directors", SE1, SE2,
                    settings={"heartbeat_seconds": 0.5, "failure_detection_seconds": 2,
                              "resiliency_failover_seconds": 3,
-                             "resiliency_fallback_seconds": 5},
+                             "resiliency_fallback_seconds": 5,
+                             "abuse": "{lockout_failures: 3, lockout_seconds: 300}"},
                    more_pools="  - {name: dir1, site: dc1, role: director, servers: "
                               "[{name: dir1a, address: 127.0.19.11}, "
                               "{name: dir1b, address: 127.0.19.12}]}\n")
@@ -71,6 +73,36 @@ async def test_a_wrong_password_is_refused_by_the_director(pair: Pair) -> None:
         await ua.close()
 
 
+async def register_once(aor: str, password: str, servers: tuple[Address, ...]) -> int:
+    ua = UserAgent(UAConfig(aor=aor, password=password, servers=servers))
+    await ua.start()
+    try:
+        return (await ua.register()).status
+    finally:
+        await ua.close()
+
+
+async def test_guessing_passwords_through_the_directors_locks_the_account(pair: Pair) -> None:
+    """OPS-6: wrong passwords tried at the Directors count in the home pool's lockout
+    (settings.abuse.lockout_failures: 3), whichever Director saw them; then even the
+    right password is refused, other users are not affected, `user unlock` lifts it."""
+    victim = f"sip:da2@{DOMAIN}"
+    statuses: list[int] = []
+    while 403 not in statuses and len(statuses) < 4:   # one Director, then the other
+        statuses.append(await register_once(victim, "guess", (DIRECTORS[len(statuses) % 2],)))
+    # a sign-in answers each challenge (SHA-256, then MD5): the second sign-in's first
+    # wrong response is the third failure, counted at dir1b after two at dir1a
+    assert statuses == [401, 403], statuses
+    for servers in (DIRECTORS, (Address("tcp", SE1.address, 5060),)):
+        assert await register_once(victim, "da2-pw", servers) == 403
+    listed = {u["aor"]: u for u in json.loads(pair.cli("user", "list", "--json").stdout)}
+    assert listed[victim]["locked_until"] is not None
+    assert listed[f"sip:da1@{DOMAIN}"]["locked_until"] is None
+    await through_directors(pair, "da1")
+    pair.cli("user", "unlock", victim)
+    await through_directors(pair, "da2")
+
+
 async def test_a_down_or_failed_over_home_pool_sends_its_users_to_the_backup_pool(
         pair: Pair) -> None:
     pair.cli("server", "kill", "se1")
@@ -78,7 +110,8 @@ async def test_a_down_or_failed_over_home_pool_sends_its_users_to_the_backup_poo
     async def director_sees_se1_down() -> bool:
         import json
         import urllib.request
-        with urllib.request.urlopen("http://127.0.19.12:8080/status", timeout=2) as resp:
+        request = urllib.request.Request("http://127.0.19.12:8080/status", headers=pair.admin)
+        with urllib.request.urlopen(request, timeout=2) as resp:
             status = json.loads(resp.read())
         return bool(status["pools"]["se1"]["state"] == "down")
     await wait_for(director_sees_se1_down, 20, "the Director sees se1 down")

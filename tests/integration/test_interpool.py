@@ -18,6 +18,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from tests import admincreds
 from tests.admin.scrape import Scrape
 from tests.integration.drpair import DOMAIN, Node, Pair, se_pair, trimaran, wait_for
 from trimaran.client.ua import UAConfig, UserAgent
@@ -84,7 +85,7 @@ async def challenges(node: Node) -> float:
     """How many requests `node` has challenged (digest authentication failures)."""
     connector = aiohttp.TCPConnector(local_addr=(CLIENTS, 0))
     async with aiohttp.ClientSession(connector=connector) as session, \
-            session.get(f"{node.base}/metrics") as response:
+            session.get(f"{node.base}/metrics", headers=admincreds.headers("read")) as response:
         assert response.status == 200
         scraped = Scrape(await response.text())
     return sum(scraped.series("sip_auth_failures_total").values())

@@ -36,6 +36,7 @@ import aiohttp
 import pytest
 import yaml
 
+from tests import admincreds
 from tests.integration.enterprise import percentile
 from trimaran.client.fleet import Fleet, FleetConfig, LoadResult
 from trimaran.client.ua import UAConfig, UserAgent
@@ -190,6 +191,7 @@ def metro(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     (tmp / "metro.yaml").write_text(metro_topology())
     rundir = tmp / "run"
     trimaran("up", str(tmp / "metro.yaml"), "--dir", str(rundir))
+    admincreds.for_rundir(rundir)        # this process now holds the deployment's key
     try:
         asyncio.run(create_users([*USERS, WRITER]))
         yield rundir

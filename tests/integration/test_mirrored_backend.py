@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import admincreds
 from trimaran.client.xcap import XcapClient, XcapError
 from trimaran.sip import digest
 from trimaran.store.model import ContactEntry, ContactGroup, ContactList, Credentials, User
@@ -89,7 +90,9 @@ def trimaran(*args: str, check: bool = True) -> str:
 def agent_state(name: str) -> dict[str, object] | None:
     host, port = DB[name]
     try:
-        with urllib.request.urlopen(f"http://{host}:{port + 10000}/state", timeout=1) as r:
+        request = urllib.request.Request(f"http://{host}:{port + 10000}/state",
+                                         headers=admincreds.headers("read"))
+        with urllib.request.urlopen(request, timeout=1) as r:
             value = json.loads(r.read())
             return value if isinstance(value, dict) else None
     except OSError:
@@ -120,6 +123,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     (tmp / "topology.yaml").write_text(TOPOLOGY)
     rundir = tmp / "run"
     trimaran("up", str(tmp / "topology.yaml"), "--dir", str(rundir))
+    admincreds.for_rundir(rundir)        # this process now holds the deployment's key
     try:
         asyncio.run(_add_owner())
         yield rundir

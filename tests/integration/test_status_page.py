@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import admincreds
 from tests.browser import Browser, find_chromium
 from tests.integration.drpair import ROOT, Node, Pair, running, se_pair
 
@@ -58,8 +59,9 @@ async def test_the_page_shows_a_killed_server_down_and_its_pool_failed_over(
     assert url == f"http://{WITNESS}:8080/status/page"     # the third site is preferred
     assert CHROMIUM is not None
     async with Browser.launch(CHROMIUM, tmp_path / "chromium") as browser:
-        page = await browser.open(url)
-        on_se1 = await browser.open(f"{SE1.base}/status/page")   # goes with the server
+        login = admincreds.basic()          # the user typed a read token (OPS-6)
+        page = await browser.open(url, login)
+        on_se1 = await browser.open(f"{SE1.base}/status/page", login)   # goes with the server
         try:
             await page.wait_for(" && ".join([server_is("se1", "up"), server_is("se2", "up"),
                                              server_is("wit1", "up"), pool_is("se1", "normal")]),

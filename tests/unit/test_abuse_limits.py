@@ -17,7 +17,12 @@ from trimaran.roles.frontend.abuse import (
 )
 from trimaran.roles.frontend.registrar import RegisterPlan
 from trimaran.store.base import LockoutRepository, StoreUnavailable
-from trimaran.store.lockouts import LockoutPolicy, after_failure
+from trimaran.store.lockouts import (
+    LockoutPolicy,
+    after_failure,
+    lockout_from_json,
+    lockout_to_json,
+)
 from trimaran.store.model import Binding, Credentials, Lockout
 from trimaran.topology.model import AbuseLimits
 
@@ -299,3 +304,13 @@ async def test_an_unreachable_store_falls_back_to_what_was_last_read() -> None:
     assert await lockout.failed(ALICE, 1.0)
     assert await lockout.locked(ALICE, 2.0)
     assert not await lockout.locked(ALICE, 61.0)
+
+
+def test_a_lockout_row_crosses_to_a_director_unchanged_and_bad_rows_are_refused() -> None:
+    row = Lockout("sip:a@x", (1.5, 2.5), locked_at=3.0, locked_until=903.0)
+    assert lockout_from_json(lockout_to_json(row)) == row
+    assert lockout_from_json(lockout_to_json(None)) is None
+    for bad in ("x", {"failures": []}, {"aor": "sip:a@x", "failures": ["no"]},
+                {"aor": "sip:a@x", "locked_until": {}}):
+        with pytest.raises(ValueError):
+            lockout_from_json(bad)

@@ -30,7 +30,7 @@ def test_higher_q_first_and_default_q_is_one() -> None:
 def test_transport_and_port_defaults() -> None:
     response = moved("sip:127.0.2.1", "<sips:127.0.2.2>", "<sip:[::1]:5080;transport=TCP>")
     assert redirect_targets(response, "tcp") == (Address("tcp", "127.0.2.1", 5060),
-                                                 Address("tcp", "127.0.2.2", 5061),
+                                                 Address("tls", "127.0.2.2", 5061),
                                                  Address("tcp", "::1", 5080))
 
 

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests import admincreds
 from tests.integration.drpair import DOMAIN, trimaran, wait_for
 from tests.voice.gateway import SippGateway
 from trimaran.client.dialogs import Call
@@ -57,7 +58,9 @@ class Voice:
 
     def status(self, address: str, port: int = 8080,
                path: str = "/status") -> dict[str, object]:
-        with urllib.request.urlopen(f"http://{address}:{port}{path}", timeout=2) as resp:
+        request = urllib.request.Request(f"http://{address}:{port}{path}",
+                                         headers=admincreds.headers("read"))
+        with urllib.request.urlopen(request, timeout=2) as resp:
             value = json.loads(resp.read())
         assert isinstance(value, dict)
         return value
@@ -113,6 +116,7 @@ def running_voice(tmp_path: Path, topology: str) -> Iterator[Voice]:
     path.write_text(topology)
     rundir = tmp_path / "run"
     trimaran("up", str(path), "--dir", str(rundir), timeout=120)
+    admincreds.for_rundir(rundir)        # this process now holds the deployment's key
     try:
         yield Voice(rundir)
     finally:

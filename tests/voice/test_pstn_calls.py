@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import admincreds
 from tests.integration.drpair import DOMAIN, wait_for
 from tests.voice.deployment import SDP, Voice, running_voice
 from tests.voice.gateway import SippCaller, SippGateway
@@ -289,5 +290,7 @@ async def test_a_published_voice_configuration_is_used_by_the_servers(
 
 
 def _metrics(address: str) -> str:
-    with urllib.request.urlopen(f"http://{address}:8080/metrics", timeout=2) as resp:
+    request = urllib.request.Request(f"http://{address}:8080/metrics",
+                                     headers=admincreds.headers("read"))
+    with urllib.request.urlopen(request, timeout=2) as resp:
         return str(resp.read().decode())

@@ -19,17 +19,19 @@ Endpoints (every error is JSON ``{"error": "..."}``):
                                                        content-addressed; ≤ 4 MiB)
 =====================================================  ======================================
 
-``/status``, ``/metrics`` and ``/admin/*`` need ``Authorization: Bearer <token>`` when
-`AdminContext.admin_token` is set. Errors are converted to responses at exactly one
-place, `_boundary`: client mistakes get 4xx with a message naming the problem, an
-unreachable store 503 + Retry-After, our own bugs a logged 500 without a traceback.
+Every route but ``/health`` needs credentials (OPS-6, `trimaran.admin.access`): the
+user routes (XCAP, meetings) HTTP Digest, the server-to-server routes their HMAC or an
+admin token, everything else an admin token (read scope for GET, operator otherwise),
+the deployment's admin key or a TLS client certificate. Errors are converted to
+responses at exactly one place, `_boundary`: client mistakes get 4xx with a message
+naming the problem, an unreachable store 503 + Retry-After, our own bugs a logged 500
+without a traceback.
 Authorization headers and secrets are never logged.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
 import math
@@ -41,6 +43,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from multidict import CIMultiDict
 
+from trimaran.admin import access
 from trimaran.admin.httpauth import HttpDigestAuth, LockoutCheck
 from trimaran.admin.metrics import Metrics
 from trimaran.admin.peerauth import PeerAuthError
@@ -50,6 +53,8 @@ from trimaran.admin.resource_lists import (
     parse_resource_lists,
     render_resource_lists,
 )
+from trimaran.security import https
+from trimaran.security.deployment import certificate_status
 from trimaran.sip.errors import SipParseError
 from trimaran.sip.uri import URI
 from trimaran.store.base import Conflict, NotFound, Store, StoreError, StoreUnavailable
@@ -75,7 +80,6 @@ MEETING_PATH = "/conf/meetings/{id}"
 MEETING_CONTENT_PATH = "/conf/meetings/{id}/content/{name}"
 #: Largest meeting content file.
 MAX_CONTENT_BYTES = 4 * 1024 * 1024
-_BEARER_CHALLENGE = 'Bearer realm="trimaran-admin"'
 
 
 Route = tuple[str, str, tuple[tuple[str, Handler], ...]]
@@ -104,7 +108,7 @@ class AdminContext:
     wall_clock: Callable[[], float] = time.time   # epoch seconds (nonce ages, store `now`)
     # Awaited with the owner's AOR after a PUT is committed; its errors are logged only.
     on_contacts_changed: Callable[[str], Awaitable[None]] | None = None
-    # When set, /status, /metrics and /admin/* need "Authorization: Bearer <token>".
+    # No longer used: admin tokens (`trimaran.admin.access`) guard every admin route.
     admin_token: str | None = None
     # POST /admin/drain: stop new sign-ins and move the clients away (FE-5).
     on_drain: Callable[[], Awaitable[dict[str, object]]] | None = None
@@ -205,12 +209,12 @@ class AdminServer:
         if self._started:
             raise RuntimeError("AdminServer.start() may be called only once")
         self._started = True
-        runner = web.AppRunner(self._make_app(), shutdown_timeout=SHUTDOWN_TIMEOUT,
+        runner = web.AppRunner(https.guard(self._make_app()), shutdown_timeout=SHUTDOWN_TIMEOUT,
                                access_log=logging.getLogger("trimaran.admin.access"))
         await runner.setup()
         self._runner = runner
         try:
-            await web.TCPSite(runner, host, port).start()
+            await web.TCPSite(runner, host, port, ssl_context=https.listener_ssl()).start()
         except BaseException:
             await self.close()
             raise
@@ -230,7 +234,8 @@ class AdminServer:
     # -- application -------------------------------------------------------------------
 
     def _make_app(self) -> web.Application:
-        app = web.Application(middlewares=[self._boundary], client_max_size=MAX_PEER_BODY_BYTES)
+        app = access.guarded_app(middlewares=[self._boundary],
+                                 client_max_size=MAX_PEER_BODY_BYTES)
         routes: tuple[Route, ...] = (
             ("/health", "health", (("GET", self._health), ("HEAD", self._health))),
             ("/status", "status", (("GET", self._status),)),
@@ -279,18 +284,6 @@ class AdminServer:
         self._ctx.metrics.http_request(_path_group(request), response.status)
         return response
 
-    def _require_token(self, request: web.Request) -> None:
-        token = self._ctx.admin_token
-        if token is None:
-            return
-        scheme, _, given = request.headers.get("Authorization", "").strip().partition(" ")
-        if scheme.lower() != "bearer" or not given.strip():
-            raise HttpError(401, "admin token required",
-                            (("WWW-Authenticate", _BEARER_CHALLENGE),))
-        if not hmac.compare_digest(given.strip().encode(), token.encode()):
-            raise HttpError(401, "invalid admin token", (
-                ("WWW-Authenticate", _BEARER_CHALLENGE + ', error="invalid_token"'),))
-
     async def _authenticate_owner(self, request: web.Request, owner: str) -> None:
         """HTTP Digest (RFC 7616); the authenticated user must be `owner`."""
         aor = await self._authenticated_user(request)
@@ -324,12 +317,10 @@ class AdminServer:
         return _json(body, 200 if healthy else 503)
 
     async def _status(self, request: web.Request) -> web.Response:
-        self._require_token(request)
-        return _json({**self._ctx.status(), **self._identity()},
+        return _json({**self._ctx.status(), **self._identity(), **certificate_status()},
                      headers=(("Cache-Control", "no-store"),))
 
     async def _metrics(self, request: web.Request) -> web.Response:
-        self._require_token(request)
         return await self._ctx.metrics.handle(request)
 
     async def _xcap_get(self, request: web.Request) -> web.Response:
@@ -369,7 +360,6 @@ class AdminServer:
             log.exception("on_contacts_changed(%s) failed after the list was stored", owner)
 
     async def _admin_contacts(self, request: web.Request) -> web.Response:
-        self._require_token(request)
         owner = _owner(request)
         if await self._ctx.store.users.get(owner) is None:
             raise HttpError(404, f"no such user: {owner}")
@@ -378,7 +368,6 @@ class AdminServer:
 
 
     async def _admin_presence(self, request: web.Request) -> web.Response:
-        self._require_token(request)
         owner = _owner(request)
         if await self._ctx.store.users.get(owner) is None:
             raise HttpError(404, f"no such user: {owner}")
@@ -390,10 +379,13 @@ class AdminServer:
             headers=(("Cache-Control", "no-store"),))
 
     async def _meeting_get(self, request: web.Request) -> web.Response:
-        meeting = await self._ctx.store.meetings.get(_meeting_id(request))
+        meeting_id = _meeting_id(request)
+        user = await self._authenticated_user(request)    # first: existence is no one's
+        meeting = await self._ctx.store.meetings.get(meeting_id)   # business (OPS-6)
         if meeting is None:
             raise HttpError(404, "no such meeting")
-        await self._authenticate_owner(request, meeting.organizer)
+        if user != meeting.organizer:
+            raise HttpError(403, f"{user} may not access the data of {meeting.organizer}")
         contents = await self._ctx.store.meetings.contents(meeting.id)
         return _json({"id": meeting.id, "organizer": meeting.organizer,
                       "subject": meeting.subject, "attendees": list(meeting.attendees),
@@ -437,7 +429,6 @@ class AdminServer:
         return _json({"name": ref.name, "sha256": ref.sha256, "size": ref.size}, 201)
 
     async def _admin_drain(self, request: web.Request) -> web.Response:
-        self._require_token(request)
         if self._ctx.on_drain is None:
             raise HttpError(404, "this server cannot be drained")
         return _json(await self._ctx.on_drain())

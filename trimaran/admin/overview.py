@@ -23,8 +23,10 @@ from typing import Any, TypeVar
 
 import aiohttp
 
+from trimaran.admin import access
 from trimaran.admin.overview_model import AgentEndpoint, Answer, ChangeLog, Gathered, Json, build
 from trimaran.cms.liveness import leaving_from
+from trimaran.security import https
 from trimaran.topology.model import PoolRole, Server, Topology
 
 #: Seconds a gathered document is served before the next round.
@@ -113,11 +115,13 @@ class Overview:
             self._fetch(f"http://{server.address}:{server.admin_port}{path}"))
 
     async def _fetch(self, url: str) -> Answer:
+        url = https.secure(url)       # OPS-6: HTTPS between servers under mutual TLS
         if self._session is None:
             self._session = leaving_from(self.local_host)
         limit = aiohttp.ClientTimeout(total=self.timeout)
         try:
-            async with self._session.get(url, timeout=limit, allow_redirects=False) as resp:
+            async with self._session.get(url, timeout=limit, allow_redirects=False,
+                                         headers=access.headers_for("GET", url)) as resp:
                 status, raw = resp.status, await resp.read()
         except TimeoutError:
             return Answer(error=f"no answer within {self.timeout:.1f} s")

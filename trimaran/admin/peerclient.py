@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from trimaran.admin.peerauth import sign
+from trimaran.security import https
 
 #: What a call that got no usable answer reports instead of an HTTP status.
 UNREACHABLE = 0
@@ -28,8 +29,7 @@ class PeerClient:
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(
-                local_addr=(self.local_host, 0) if self.local_host else None)
+            connector = https.connector(self.local_host)     # OPS-6: HTTPS under mTLS
             self._session = aiohttp.ClientSession(
                 connector=connector, timeout=aiohttp.ClientTimeout(total=self.timeout))
         return self._session
@@ -44,6 +44,7 @@ class PeerClient:
                    timeout: float | None = None) -> tuple[int, dict[str, object]]:
         """(status, JSON object) — (0, {"error": why}) when nothing usable answered."""
         data = b"" if body is None else json.dumps(body).encode()
+        url = https.secure(url)
         parts = urlsplit(url)
         target = parts.path + (f"?{parts.query}" if parts.query else "")
         headers = sign(self.key_id, self._secret, method, target, data)

@@ -19,8 +19,9 @@
                          504 when it did not finish within the agent's failover timeout
 =======================  ===============================================================
 
-Errors are JSON ``{"error": ...}``. The API binds the agent's own loopback address;
-there is no authentication yet (see the report of what is not done).
+Errors are JSON ``{"error": ...}``. Every endpoint but ``/health`` needs admin
+credentials (`trimaran.admin.access`): a read token for the GETs, an operator token or
+the deployment's admin key for ``POST /failover``.
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+
+from trimaran.admin import access
+from trimaran.security import https
 
 if TYPE_CHECKING:
     from trimaran.backend.agent import Agent
@@ -53,7 +57,7 @@ class AgentApi:
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
         """Listen on `host`:`port` (0: any free port); the bound address."""
-        app = web.Application(client_max_size=64 * 1024)
+        app = access.guarded_app(client_max_size=64 * 1024)
         app.router.add_get("/health", self._health)
         app.router.add_get("/principal", self._principal)
         app.router.add_get("/state", self._state)
@@ -63,7 +67,8 @@ class AgentApi:
         await runner.setup()
         self._runner = runner
         try:
-            await web.TCPSite(runner, host, port).start()
+            await web.TCPSite(runner, host, port,   # OPS-6: only servers call agents
+                              ssl_context=https.listener_ssl(strict=True)).start()
         except BaseException:
             await self.close()
             raise

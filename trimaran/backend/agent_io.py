@@ -21,9 +21,11 @@ from typing import Any
 import aiohttp
 import asyncpg  # type: ignore[import-untyped]
 
+from trimaran.admin import access
 from trimaran.backend.decide import Instance, PartnerView, Role, WitnessView
 from trimaran.backend.durable import DurableStateError, read_json, write_json
 from trimaran.backend.instance import BackendError, PgInstance
+from trimaran.security import https
 
 log = logging.getLogger(__name__)
 
@@ -251,7 +253,7 @@ class Http:
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self.timeout))
+                timeout=aiohttp.ClientTimeout(total=self.timeout), connector=https.connector())
         return self._session
 
     async def close(self) -> None:
@@ -262,15 +264,20 @@ class Http:
 
     async def get(self, url: str) -> tuple[int, dict[str, Any]]:
         """GET `url`: (status, JSON object). Raises one of `HTTP_ERRORS`."""
-        async with self._client().get(url) as response:
+        url = https.secure(url)       # OPS-6: HTTPS between servers under mutual TLS
+        async with self._client().get(url, headers=access.headers_for("GET", url)) as response:
             return response.status, _object(await response.text())
 
     async def post(self, url: str, body: dict[str, Any], *,
                    timeout: float | None = None) -> tuple[int, dict[str, Any]]:
         """POST `body` as JSON: (status, JSON object). Raises one of `HTTP_ERRORS`."""
+        url = https.secure(url)
         # Only an explicit ClientTimeout: `timeout=None` would turn the session's off.
         limit = aiohttp.ClientTimeout(total=timeout if timeout is not None else self.timeout)
-        async with self._client().post(url, json=body, timeout=limit) as response:
+        data = json.dumps(body).encode()
+        headers = {"Content-Type": "application/json", **access.headers_for("POST", url, data)}
+        async with self._client().post(url, data=data, headers=headers,
+                                       timeout=limit) as response:
             return response.status, _object(await response.text())
 
 

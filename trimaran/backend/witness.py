@@ -65,12 +65,14 @@ from typing import Any
 
 from aiohttp import web
 
+from trimaran.admin import access
 from trimaran.admin.http import Route, add_routes
 from trimaran.admin.metrics import ServerMetrics
 from trimaran.backend.durable import DurableStateError, read_json, write_json
 from trimaran.backend.metrics import describe_witness
 from trimaran.cms.liveness import PartnerWatch
 from trimaran.cms.metrics import describe_liveness
+from trimaran.security import https
 
 log = logging.getLogger(__name__)
 
@@ -360,7 +362,7 @@ class Witness:
 
     async def start(self) -> tuple[str, int]:
         """Listen (port 0 picks one); the bound address."""
-        app = web.Application(middlewares=[self._boundary], client_max_size=64 * 1024)
+        app = access.guarded_app(middlewares=[self._boundary], client_max_size=64 * 1024)
         app.router.add_get("/health", self._health)
         app.router.add_get("/backends", self._all)
         app.router.add_get("/backends/{id}", self._get)
@@ -372,11 +374,12 @@ class Witness:
         add_routes(app, self.routes)
         for watch in self.pools.values():
             watch.start()
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
+        runner = web.AppRunner(https.guard(app), access_log=None, shutdown_timeout=2.0)
         await runner.setup()
         self._runner = runner
         try:
-            await web.TCPSite(runner, self.host, self.port).start()
+            await web.TCPSite(runner, self.host, self.port,
+                              ssl_context=https.listener_ssl()).start()
         except BaseException:
             await self.close()
             raise

@@ -25,6 +25,7 @@ from typing import Any
 import click
 
 from trimaran.chat.shipping import copy_status, measure_lag
+from trimaran.cli.admin import audited
 from trimaran.cli.chat_rooms import add_room_commands
 from trimaran.cli.common import dir_option, echo_json, fail, json_option, open_rundir
 from trimaran.cms.chatdoc import ChatMode, default_state, set_active
@@ -290,6 +291,7 @@ def active_set(pool: str, servers: tuple[str, ...], rundir: str | None, as_json:
               help="the primary data center's store still accepts writes: stop it first")
 @dir_option
 @json_option
+@audited("chat failover")
 def failover_cmd(pool: str | None, force: bool, rundir: str | None, as_json: bool) -> None:
     """Switch POOL to its log-shipped copy and its second data center's servers."""
     dep = _deployment(rundir, echo=not as_json)
@@ -318,6 +320,7 @@ def failover_cmd(pool: str | None, force: bool, rundir: str | None, as_json: boo
 @click.argument("pool", required=False)
 @dir_option
 @json_option
+@audited("chat failback")
 def failback_cmd(pool: str | None, rundir: str | None, as_json: bool) -> None:
     """Bring POOL back to its primary data center's store and servers."""
     dep = _deployment(rundir, echo=not as_json)

@@ -7,6 +7,7 @@ import json
 import click
 
 from trimaran.backend.instance import BackendError
+from trimaran.cli.admin import audited
 from trimaran.cli.common import dir_option, echo_json, fail, json_option, open_rundir
 from trimaran.deploy.database import agent_url, instance
 from trimaran.deploy.rundir import DatabaseState, RunDir
@@ -82,6 +83,7 @@ def db_status(pool: str, rundir: str | None, as_json: bool) -> None:
 @click.option("--force", is_flag=True,
               help="the principal is unreachable and there is no witness: may lose data")
 @dir_option
+@audited("db failover")
 def db_failover(pool: str, to: str, force: bool, rundir: str | None) -> None:
     """Planned (no loss) or forced failover of the pool's Back End (BE-4)."""
     _, databases = _databases(rundir, pool)

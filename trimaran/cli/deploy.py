@@ -10,7 +10,9 @@ import sys
 
 import click
 
+from trimaran.admin import access
 from trimaran.backend.instance import BackendError
+from trimaran.cli.admin import audited
 from trimaran.cli.common import dir_option, echo_json, fail, json_option, open_rundir
 from trimaran.cli.status_page import print_page_urls
 from trimaran.deploy.backends import start_backends, stop_backends
@@ -33,6 +35,15 @@ from trimaran.deploy.supervisor import (
     stop_server,
     wait_exit,
     wait_healthy,
+)
+from trimaran.security import https
+from trimaran.security.ca import CertError
+from trimaran.security.deployment import (
+    OPERATOR,
+    agent_identity,
+    http_policy,
+    server_certificate,
+    sip_transports,
 )
 from trimaran.topology.loader import load_topology
 from trimaran.topology.model import PoolRole, Topology
@@ -86,6 +97,14 @@ def start_deployment(file: str, run: RunDir, timeout: float) -> DeploymentState:
             fail(f"a deployment is already running in {run.path} ({', '.join(alive)}); "
                  "stop it with `trimaran down` first")
     run.create()
+    access.use_rundir(run)           # creates the admin key with the other secrets
+    try:   # OPS-6: the deployment CA and the server certificates, when TLS is on
+        created = run.prepare_tls(topology)
+        https.install(http_policy(topology, run.certs, OPERATOR, listens=False))
+    except CertError as exc:
+        fail(f"TLS: {exc}")
+    if created:
+        click.echo(f"created TLS certificates in {run.certs}: {', '.join(created)}")
     shutil.copyfile(file, run.topology)
     databases = databases_of(topology)
     state = DeploymentState(topology.name, {s.name: s for s in servers},
@@ -120,9 +139,11 @@ def describe(state: DeploymentState, run: RunDir) -> None:
     """Print where each server of a started deployment listens."""
     click.echo(f"deployment {state.topology!r} is up ({len(state.servers)} server(s)), "
                f"dir {run.path}")
+    topology = load_topology(run.topology)
     for s in state.servers.values():
         click.echo(f"  {s.name:<12} pool {s.pool:<10} sip {s.address}:{s.sip_port} "
-                   f"(udp+tcp)  admin http://{s.address}:{s.admin_port}  pid {s.pid}")
+                   f"({sip_transports(topology, s.role)})  "
+                   f"admin {https.scheme()}://{s.address}:{s.admin_port}  pid {s.pid}")
 
 
 @click.command()
@@ -257,6 +278,9 @@ def status(rundir: str | None, as_json: bool, web: bool) -> None:
         rows.append({"server": s.name, "pool": s.pool, "role": s.role, "pid": s.pid,
                      "running": running, "healthy": healthy, "reason": reason,
                      "sip": f"{s.address}:{s.sip_port}", "status": detail or {}})
+        cert = server_certificate(topology, run.certs, s.name)   # OPS-6: expiry warnings
+        if cert is not None:
+            rows[-1]["certificate"] = cert.to_json()
     databases = [{"name": d.name, "pool": d.pool, "role": d.role,
                   "address": f"{d.address}:{d.port}",
                   "running": instance(run, d).is_running()} for d in state.databases.values()]
@@ -285,6 +309,12 @@ def status(rundir: str | None, as_json: bool, web: bool) -> None:
             bindings = f"  bindings {extra.get('bindings')}"
         click.echo(f"  {row['server']:<12} {row['pool']:<10} {row['sip']:<20} "
                    f"{health_text}{bindings}")
+        cert_json = row.get("certificate")
+        if isinstance(cert_json, dict):
+            click.echo(f"    certificate until {cert_json['not_after']} "
+                       f"({cert_json['days_left']} days left)"
+                       + ("  WARNING: renew it (`trimaran certs issue`)"
+                          if cert_json["warning"] else ""))
     for database in databases:
         click.echo(f"  {database['name']:<23} {database['address']:<20} "
                    f"{'running' if database['running'] else 'STOPPED'}")
@@ -312,6 +342,7 @@ def _server_state(rundir: str | None, name: str) -> tuple[RunDir, DeploymentStat
 @server.command("kill")
 @click.argument("name")
 @dir_option
+@audited("server kill")
 def server_kill(name: str, rundir: str | None) -> None:
     """SIGKILL a server (a crash: no goodbye to anybody)."""
     _, _, srv = _server_state(rundir, name)
@@ -324,6 +355,7 @@ def server_kill(name: str, rundir: str | None) -> None:
 @server.command("stop")
 @click.argument("name")
 @dir_option
+@audited("server stop")
 def server_stop(name: str, rundir: str | None) -> None:
     """Stop a server in order (SIGTERM, drain, exit)."""
     _, _, srv = _server_state(rundir, name)
@@ -336,6 +368,7 @@ def server_stop(name: str, rundir: str | None) -> None:
 @server.command("drain")
 @click.argument("name")
 @dir_option
+@audited("server drain")
 def server_drain(name: str, rundir: str | None) -> None:
     """Stop new sign-ins on a server and move its clients to the others (FE-5)."""
     _, _, srv = _server_state(rundir, name)
@@ -352,6 +385,7 @@ def server_drain(name: str, rundir: str | None) -> None:
 @click.argument("name")
 @dir_option
 @click.option("--timeout", default=START_TIMEOUT, show_default=True)
+@audited("server start")
 def server_start(name: str, rundir: str | None, timeout: float) -> None:
     """Start a stopped or killed server and wait until it is healthy."""
     run, state, srv = _server_state(rundir, name)
@@ -374,12 +408,18 @@ def agent(name: str, rundir: str | None) -> None:
     from trimaran.deploy.database import agent_config
     from trimaran.deploy.serve import setup_logging
 
+    access.use_token(None)           # a server signs with the deployment's key, always
     run = open_rundir(rundir)
     state = run.load_state()
     if name not in state.databases:
         fail(f"no Back End instance named {name!r}")
     setup_logging(f"{name}-agent")
-    config = agent_config(run, load_topology(run.topology), state.databases, name)
+    topology = load_topology(run.topology)
+    try:   # OPS-6: the agent's API is HTTPS with its own certificate under mutual TLS
+        https.install(http_policy(topology, run.certs, agent_identity(name)))
+    except CertError as exc:
+        fail(f"TLS: {exc}")
+    config = agent_config(run, topology, state.databases, name)
     asyncio.run(run_agent(config))
 
 
@@ -391,6 +431,7 @@ def serve(name: str, rundir: str | None) -> None:
     from trimaran.deploy.serve import serve as run_server
     from trimaran.deploy.serve import setup_logging
 
+    access.use_token(None)           # a server signs with the deployment's key, always
     run = open_rundir(rundir)
     setup_logging(name)
     # A server keeps tens of thousands of live objects (transactions linger for the

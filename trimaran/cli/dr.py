@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from trimaran.cli.admin import audited
 from trimaran.cli.common import dir_option, echo_json, fail, json_option, open_rundir
 from trimaran.cli.edge import set_edge
 from trimaran.deploy.dr import Deployment, DrError, call
@@ -45,6 +46,7 @@ def pool() -> None:
 @click.option("--disaster", is_flag=True, help="the pool is lost: switch now, lose the lag")
 @dir_option
 @json_option
+@audited("pool failover")
 def pool_failover(name: str, disaster: bool, rundir: str | None, as_json: bool) -> None:
     """Serve POOL's users from its backup pool."""
     dep = _deployment(rundir, verbose=not as_json)
@@ -66,6 +68,7 @@ def pool_failover(name: str, disaster: bool, rundir: str | None, as_json: bool) 
               "changes")
 @dir_option
 @json_option
+@audited("pool failback")
 def pool_failback(name: str, disaster: bool, rundir: str | None, as_json: bool) -> None:
     """Return POOL's users home with the changes made on the backup pool."""
     dep = _deployment(rundir, verbose=not as_json)
@@ -187,6 +190,7 @@ def cms_status(rundir: str | None, as_json: bool) -> None:
 @click.option("--disaster", is_flag=True, help="the master is lost: take over now")
 @dir_option
 @json_option
+@audited("cms failover")
 def cms_failover(disaster: bool, rundir: str | None, as_json: bool) -> None:
     """Move the CMS master to the paired pool of the pool hosting it."""
     dep = _deployment(rundir, verbose=not as_json)

@@ -8,7 +8,10 @@ from __future__ import annotations
 import click
 
 from trimaran import __version__
+from trimaran.admin import access
+from trimaran.cli.admin import admin
 from trimaran.cli.apps import apps
+from trimaran.cli.certs import certs
 from trimaran.cli.chat import chat
 from trimaran.cli.db import db
 from trimaran.cli.demo import demo
@@ -24,13 +27,19 @@ from trimaran.cli.voice import voice
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="trimaran")
-def cli() -> None:
+@click.option("--token", envvar="TRIMARAN_ADMIN_TOKEN", default=None, metavar="TOKEN",
+              help="admin token (`trimaran admin token create`) sent to the admin APIs "
+                   "instead of signing with the run directory's key "
+                   "[env: TRIMARAN_ADMIN_TOKEN]")
+def cli(token: str | None) -> None:
     """Trimaran: a SIP unified-communications server built for HA and DR."""
+    access.use_token(token)
 
 
-for command in (topology, up, down, status, server, site, serve, agent, db, user, demo, pool,
+for command in (admin, topology, up, down, status, server, site, serve, agent, db, user, demo, pool,
                 backup, cms, drill, voice, apps, edge, chat):
     cli.add_command(command)
+cli.add_command(certs)
 
 
 def main() -> None:

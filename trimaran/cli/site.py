@@ -10,6 +10,7 @@ import time
 
 import click
 
+from trimaran.cli.admin import audited
 from trimaran.cli.common import dir_option, fail, open_rundir
 from trimaran.deploy.sites import FailMode, SiteError, fail_site, restore_site
 
@@ -28,6 +29,7 @@ def site() -> None:
               help="kill: SIGKILL every process of the site; partition: leave them running "
                    "but cut the site off from every other address (root, netfilter)")
 @dir_option
+@audited("site fail")
 def site_fail(name: str, mode: str, rundir: str | None) -> None:
     """Fail site NAME: every server, database and agent in it (DR drills)."""
     run = open_rundir(rundir)
@@ -49,6 +51,7 @@ def site_fail(name: str, mode: str, rundir: str | None) -> None:
 @dir_option
 @click.option("--timeout", default=RESTORE_TIMEOUT, show_default=True,
               help="seconds to wait for the site's servers to be healthy again")
+@audited("site restore")
 def site_restore(name: str, rundir: str | None, timeout: float) -> None:
     """Restore failed site NAME: remove the cut, or start its processes and wait until
     they are healthy."""

@@ -9,9 +9,11 @@ import urllib.request
 
 import click
 
+from trimaran.admin import access
 from trimaran.cli.common import echo_json, fail
 from trimaran.deploy.rundir import DeploymentState, ServerState
 from trimaran.deploy.supervisor import pid_alive
+from trimaran.security import https
 from trimaran.topology.model import PoolRole
 
 PAGE_PATH = "/status/page"
@@ -22,7 +24,7 @@ PAGE_ROLES = (PoolRole.WITNESS.value, PoolRole.FRONTEND.value, PoolRole.DIRECTOR
 
 def page_url(server: ServerState) -> str:
     """The status page on `server`'s admin API."""
-    return f"http://{server.address}:{server.admin_port}{PAGE_PATH}"
+    return https.secure(f"http://{server.address}:{server.admin_port}{PAGE_PATH}")
 
 
 def serves_page(server: ServerState, timeout: float = 1.0) -> bool:
@@ -30,7 +32,9 @@ def serves_page(server: ServerState, timeout: float = 1.0) -> bool:
     if not pid_alive(server.pid):
         return False
     try:
-        with urllib.request.urlopen(page_url(server), timeout=timeout) as response:  # loopback
+        url = page_url(server)
+        request = urllib.request.Request(url, headers=access.headers_for("GET", url))
+        with https.urlopen(request, timeout=timeout) as response:  # loopback
             return bool(response.status == 200)
     except (urllib.error.URLError, OSError):
         return False
@@ -55,6 +59,8 @@ def print_page_urls(state: DeploymentState, as_json: bool) -> None:
         return
     first, *others = servers
     click.echo(f"status page: {page_url(first)}  ({first.name}, {first.role})")
+    click.echo("  log in with any user name and an admin token as the password "
+               "(`trimaran admin token create --scope read`)")
     if others:
         click.echo("also served by:")
         for server in others:

@@ -58,7 +58,8 @@ def uri_address(uri: URI, transport: str) -> Address:
     """The address a URI points at (IP literals only: Trimaran never resolves names here)."""
     host = uri.host[1:-1] if uri.host.startswith("[") else uri.host
     port = uri.port or (5061 if uri.scheme == "sips" else 5060)
-    return Address(uri.param("transport") or transport, host, port)
+    named = uri.param("transport") or ("tls" if uri.scheme == "sips" else transport)
+    return Address(named.lower(), host, port)
 
 
 def redirect_targets(response: Response, transport: str) -> tuple[Address, ...]:

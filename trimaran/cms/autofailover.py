@@ -25,10 +25,12 @@ from dataclasses import dataclass
 
 import aiohttp
 
+from trimaran.admin import access
 from trimaran.aio import cancel
 from trimaran.cms.failover import NORMAL, FailoverRefused, PoolFailover, document_key, plan_failover
 from trimaran.cms.liveness import DOWN, leaving_from
 from trimaran.cms.service import CmsService
+from trimaran.security import https
 from trimaran.store.base import Conflict, StoreError
 from trimaran.topology.model import Server
 
@@ -119,9 +121,11 @@ class AutoFailover:
     async def _witness_view(self) -> str | None:
         if self._session is None:
             self._session = leaving_from(self.local_host)
-        url = f"http://{self.witness.address}:{self.witness.admin_port}/pools/{self.partner}"
+        url = https.secure(
+            f"http://{self.witness.address}:{self.witness.admin_port}/pools/{self.partner}")
         try:
-            async with self._session.get(url, timeout=aiohttp.ClientTimeout(total=1.0)) as r:
+            async with self._session.get(url, timeout=aiohttp.ClientTimeout(total=1.0),
+                                         headers=access.headers_for("GET", url)) as r:
                 body = await r.json()
         except (TimeoutError, OSError, aiohttp.ClientError, ValueError):
             return None

@@ -31,6 +31,7 @@ from dataclasses import dataclass, replace
 import aiohttp
 
 from trimaran.aio import cancel
+from trimaran.security import https
 from trimaran.topology.model import Server
 
 log = logging.getLogger(__name__)
@@ -78,8 +79,7 @@ class PartnerState:
 def leaving_from(local_host: str | None) -> aiohttp.ClientSession:
     """An HTTP session whose connections leave from `local_host` (a server's own
     address, so that a site cut by address cuts these probes too)."""
-    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(
-        local_addr=(local_host, 0) if local_host else None))
+    return aiohttp.ClientSession(connector=https.connector(local_host))  # OPS-6
 
 
 class PartnerWatch:
@@ -135,7 +135,7 @@ class PartnerWatch:
 
     async def _ask(self, spec: Server, limit: aiohttp.ClientTimeout) -> bool:
         assert self._session is not None
-        url = f"http://{spec.address}:{spec.admin_port}/health"
+        url = https.secure(f"http://{spec.address}:{spec.admin_port}/health")
         try:
             async with self._session.get(url, timeout=limit) as response:
                 await response.read()

@@ -1,7 +1,8 @@
 """The CMS on one Front End server: master API when its pool holds the master, and
 the follower that keeps this server's replica (DESIGN §3 "CMS"; SPEC TOP-3, DR-9).
 
-Endpoints (every one signed with the deployment's CMS key, `trimaran.admin.peerauth`):
+Endpoints (every one signed with the deployment's CMS key, `trimaran.admin.peerauth`, or
+called with an admin token, `trimaran.admin.access`):
 
 =========================  ==============================================================
 ``GET /cms/snapshot``      ``?since=V``: documents changed after version V and every key;
@@ -12,6 +13,10 @@ Endpoints (every one signed with the deployment's CMS key, `trimaran.admin.peera
 ``POST /cms/refresh``      pull now (the CLI pokes every server after a change)
 ``GET /cms/homing/{user}`` a user's home pool and digest HA1s (for the Directors, which
                            hold no user state); users of this pool and of its partner
+``POST /cms/lockouts``     ``{"aor"}``: count a wrong digest response a Director saw
+                           (OPS-6) in the user's lockout row; answers the row
+``POST /cms/audit``        append an operator command's record (`trimaran.cms.audit`);
+                           an admin token of read scope may call it too
 =========================  ==============================================================
 
 Where the master is: the `master` document of the master pool's own store names
@@ -32,8 +37,11 @@ from pathlib import Path
 
 from aiohttp import web
 
+from trimaran.admin import access
 from trimaran.admin.http import HttpError, Route
 from trimaran.admin.peerauth import verify
+from trimaran.cms import audit
+from trimaran.cms.audit import AuditError, AuditRecord
 from trimaran.cms.failover import PoolFailover, document_key
 from trimaran.cms.follower import CMS_KEY_ID, CmsFollower, initial_master
 from trimaran.cms.replica import (
@@ -42,7 +50,9 @@ from trimaran.cms.replica import (
     MasterLocator,
     Snapshot,
 )
+from trimaran.roles.frontend.abuse import lockout_policy
 from trimaran.store.base import Conflict, Store, StoreUnavailable
+from trimaran.store.lockouts import lockout_to_json
 from trimaran.store.model import CmsDocument
 from trimaran.topology.model import PoolRole, Topology
 
@@ -99,10 +109,14 @@ class CmsService(CmsFollower):
                 ("/cms/documents", "cms-documents", (("POST", self._post_document),)),
                 ("/cms/takeover", "cms-takeover", (("POST", self._post_takeover),)),
                 ("/cms/refresh", "cms-refresh", (("POST", self._post_refresh),)),
-                ("/cms/homing/{user}", "cms-homing", (("GET", self._get_homing),)))
+                ("/cms/homing/{user}", "cms-homing", (("GET", self._get_homing),)),
+                ("/cms/lockouts", "cms-lockouts", (("POST", self._post_lockout_failure),)),
+                ("/cms/audit", "cms-audit", (("POST", self._post_audit),)))
 
     # -- master side --------------------------------------------------------------------
     def _verify(self, request: web.Request, body: bytes) -> None:
+        if access.authorized(request):      # an admin token or the admin key (OPS-6)
+            return
         verify(request.headers, lambda key: self._secret if key == CMS_KEY_ID else None,
                request.method, request.path_qs, body)
 
@@ -205,7 +219,51 @@ class CmsService(CmsFollower):
         return web.json_response({
             "aor": user.aor, "pool": user.pool, "enabled": user.enabled,
             "username": creds.username, "realm": creds.realm, "ha1_md5": creds.ha1_md5,
-            "ha1_sha256": creds.ha1_sha256})
+            "ha1_sha256": creds.ha1_sha256,
+            "lockout": lockout_to_json(await self.store.lockouts.get(user.aor))})
+
+    async def _post_lockout_failure(self, request: web.Request) -> web.Response:
+        """A Director saw a wrong digest response of `aor` (OPS-6): count it in the
+        user's lockout row here, where the pool's Front Ends count theirs."""
+        value = await self._read(request)
+        aor = value.get("aor")
+        if not isinstance(aor, str) or not aor:
+            raise HttpError(400, "aor: a user's address is required")
+        policy = lockout_policy(self.topology.settings.abuse)
+        if policy is None:
+            raise HttpError(409, "the account lockout is off (settings.abuse)")
+        if len(aor) > 300 or await self.store.users.get(aor) is None:
+            raise HttpError(404, "no such user here")
+        now = self.wall_clock()
+        row = await self.store.lockouts.record_failure(aor, policy, now=now)
+        if row.locked_at == now:
+            log.warning("account %s locked until %.0f by failures a Director counted", aor,
+                        row.locked_until)
+        return web.json_response({"lockout": lockout_to_json(row)})
+
+    async def _post_audit(self, request: web.Request) -> web.Response:
+        """Append an operator command's audit record (OPS-6). A token holder (read scope
+        is enough) or TLS client is recorded under their own name; a caller holding the
+        deployment's key names itself (``user@host``)."""
+        value = await self._read(request)
+        await self._require_master()
+        who = access.principal(request)
+        if who is not None and who.via != "key":
+            value = {**value, "who": who.name, "via": who.via}
+        else:
+            value = {**value, "via": "key"}
+        try:
+            record = AuditRecord.from_json(value)
+        except AuditError as exc:
+            raise HttpError(400, str(exc)) from None
+        try:
+            version = await audit.append(self.store.cms, record, now=self.wall_clock())
+        except Conflict as exc:
+            raise HttpError(409, f"audit: {exc}") from None
+        log.info("audit: %s %s by %s: %s", record.command, record.args, record.who,
+                 record.result)
+        self.wake()
+        return web.json_response({"key": audit.day_key(record.at), "version": version})
 
     async def _post_refresh(self, request: web.Request) -> web.Response:
         await self._read(request)

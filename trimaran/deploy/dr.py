@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from trimaran.admin.peerauth import sign
+from trimaran.admin import access
 from trimaran.backup.protocol import pair_key
 from trimaran.cms.edgedoc import EdgeStateError, document_in, state_of
 from trimaran.cms.failover import (
@@ -34,6 +34,7 @@ from trimaran.cms.failover import (
 from trimaran.cms.follower import CMS_KEY_ID, initial_master
 from trimaran.cms.replica import MASTER_KEY, MasterLocator
 from trimaran.deploy.rundir import RunDir
+from trimaran.security import https
 from trimaran.topology.loader import load_topology
 from trimaran.topology.model import PoolRole, Server, Topology
 from trimaran.topology.resolver import Resolver
@@ -69,16 +70,16 @@ class Timeline:
 def call(spec: Server, method: str, path: str, body: object | None = None, *,
           key: tuple[str, bytes] | None = None,
           timeout: float = 2.0) -> tuple[int, dict[str, Any]]:
-    """One admin API call (signed with `key` when given): (status, JSON); 0 = no answer."""
+    """One admin API call: (status, JSON); 0 = no answer. Credentials: the --token when
+    one was given, else a signature with `key` (pair/CMS key) or the admin key."""
     data = b"" if body is None else json.dumps(body).encode()
-    headers = {"Content-Type": "application/json"}
-    if key is not None:
-        headers.update(sign(key[0], key[1], method, path, data))
+    headers = {"Content-Type": "application/json",
+               **access.client_headers(method, path, data, key=key)}
     request = urllib.request.Request(f"http://{spec.address}:{spec.admin_port}{path}",
                                      data=data if method != "GET" else None, method=method,
                                      headers=headers)
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # loopback only
+        with https.urlopen(request, timeout=timeout) as response:  # loopback only
             status, raw = response.status, response.read()
     except urllib.error.HTTPError as exc:
         status, raw = exc.code, exc.read()

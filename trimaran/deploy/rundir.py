@@ -5,9 +5,12 @@ Layout::
     RUNDIR/topology.yaml          the topology the deployment runs (copied at `up`)
     RUNDIR/state.json             servers started: pid, addresses (rewritten atomically)
     RUNDIR/secrets/POOL.key       per-pool secret (nonces, Record-Route tokens), mode 0600
+    RUNDIR/secrets/_admin.key     the admin key (admin tokens, run-dir calls), mode 0600
+    RUNDIR/audit-pending.jsonl    audit records not yet in the CMS (master unreachable)
     RUNDIR/data/POOL/store.sqlite a Standard Edition pool's embedded store
     RUNDIR/logs/SERVER.log        each server's log
     RUNDIR/cms/SERVER.json        each server's replica of the CMS
+    RUNDIR/certs/ca.pem, SERVER.pem  the deployment CA and server certificates (settings.tls)
 """
 
 from __future__ import annotations
@@ -18,6 +21,9 @@ import os
 import secrets
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from trimaran.security import deployment as tls_deployment
+from trimaran.topology.model import Topology
 
 LAST_RUNDIR = Path.home() / ".trimaran-last-dir"
 
@@ -106,6 +112,10 @@ class RunDir:
         """The deployment's key for CMS replication calls."""
         return self.secret("_cms")
 
+    def admin_key(self) -> bytes:
+        """The deployment's admin key: signs admin tokens and run-dir calls (OPS-6)."""
+        return self.secret("_admin")
+
     def pair_secret(self, a: str, b: str) -> bytes:
         """The key two paired pools sign their Backup Service calls with."""
         first, second = sorted((a, b))
@@ -116,6 +126,16 @@ class RunDir:
         for sub in ("logs", "data", "secrets"):
             (self.path / sub).mkdir(parents=True, exist_ok=True)
         os.chmod(self.path / "secrets", 0o700)
+
+    @property
+    def certs(self) -> Path:
+        """The deployment CA and the servers' certificates (OPS-6)."""
+        return tls_deployment.certs_dir(self.path)
+
+    def prepare_tls(self, topology: Topology) -> list[str]:
+        """Create the CA and server certificates a TLS topology needs and does not name;
+        return what was created (`CertError` when named files are missing)."""
+        return tls_deployment.prepare(topology, self.certs)
 
     def secret(self, pool: str) -> bytes:
         """The pool's secret, created on first use (never logged)."""

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+from trimaran.admin import access
 from trimaran.admin.overview import Overview
 from trimaran.admin.overview_model import AgentEndpoint
 from trimaran.admin.statuspage import StatusPage
@@ -48,6 +49,8 @@ from trimaran.roles.frontend.server import FrontEndServer
 from trimaran.roles.frontend.voice import VoiceRouting
 from trimaran.roles.mediation import mediation_port
 from trimaran.roles.mediation.server import MediationConfig, MediationServer
+from trimaran.security.ca import CertError
+from trimaran.security.deployment import certs_dir, install_server
 from trimaran.store.base import Store, StoreUnavailable
 from trimaran.store.postgres import PostgresStore
 from trimaran.store.sqlite import SqliteStore
@@ -97,8 +100,25 @@ class _Service(Protocol):
     async def stop(self) -> None: ...
 
 
+def revoked_tokens(snapshot: Callable[[], Snapshot]) -> Callable[[], frozenset[str]]:
+    """The ids of revoked admin tokens, read from the CMS replica (OPS-6)."""
+    def revoked() -> frozenset[str]:
+        doc = snapshot().documents.get(access.REVOKED_KEY)
+        if doc is None:
+            return frozenset()
+        try:
+            ids = json.loads(doc.body)
+        except ValueError:
+            log.warning("CMS document %s is not JSON: no token counts as revoked",
+                        access.REVOKED_KEY)
+            return frozenset()
+        return frozenset(str(i) for i in ids) if isinstance(ids, list) else frozenset()
+    return revoked
+
+
 async def run_following(name: str, follower: CmsFollower, server: _Service) -> int:
     """Follow the CMS, run `server` until SIGTERM/SIGINT, then stop both in order."""
+    access.use_revocations(revoked_tokens(lambda: follower.snapshot))
     stop = stop_on_signals()
     try:
         await follower.start()
@@ -241,6 +261,7 @@ async def serve_director(topology: Topology, rundir: RunDir, name: str, pool: Po
     follower = CmsFollower(server=name, pool=pool.name, topology=topology,
                            replica_path=rundir.cms_replica(name), secret=rundir.cms_secret(),
                            local_host=spec.address)
+    access.use_revocations(revoked_tokens(lambda: follower.snapshot))
     watches = {p.name: liveness_watch(topology, p, spec.address)
                for p in Resolver(topology).pools(PoolRole.FRONTEND)}
     overview = status_overview(topology, rundir, name)
@@ -324,10 +345,12 @@ async def serve_edge(topology: Topology, rundir: RunDir, name: str, pool: Pool) 
                            local_host=spec.address)
     source = EdgeSource(topology, lambda: follower.snapshot)
     internal = frozenset(s.address for s in topology.servers)
+    tls = topology.settings.tls    # OPS-6: with TLS, the external side is the TLS port only
     config = EdgeConfig(server=name, pool=pool.name, domain=topology.sip_domain,
                         secret=rundir.cms_secret(), inside=(spec.address, spec.sip_port),
-                        outside=(outside.host, outside.port), admin_port=spec.admin_port,
-                        internal=internal)
+                        outside=(outside.host, tls.sip_port if tls.enabled else outside.port),
+                        admin_port=spec.admin_port, internal=internal,
+                        outside_tls=tls.enabled)
     server = EdgeServer(config, topology, source.current)
     return await run_following(name, follower, server)
 
@@ -402,10 +425,16 @@ def watched_pools(topology: Topology, local_host: str) -> list[PartnerWatch]:
 async def serve(rundir: RunDir, name: str) -> int:
     """Run server `name` until SIGTERM/SIGINT; return the exit code."""
     topology = load_topology(rundir.topology)
+    access.use_rundir(rundir)        # the admin key: checks tokens, signs our admin calls
     try:
         pool = Resolver(topology).pool_of(name)
     except LookupError:
         log.error("the topology has no server named %s", name)
+        return 1
+    try:   # OPS-6: every SIP endpoint of this process uses the server's TLS policy
+        install_server(topology, certs_dir(rundir.path), name)   # SIP and HTTP
+    except CertError as exc:
+        log.error("server %s: TLS: %s", name, exc)
         return 1
     if pool.role is PoolRole.WITNESS:
         spec = Resolver(topology).server(name)
@@ -440,6 +469,7 @@ async def serve(rundir: RunDir, name: str) -> int:
     directory = Directory(topology, rundir.cms_secret(), local_host=local)
     cms = dr.cms
     assert cms is not None
+    access.use_revocations(revoked_tokens(lambda: cms.snapshot))
     voice_source = VoiceSource(topology, lambda: cms.snapshot)
     mediation = None
     app_server = None

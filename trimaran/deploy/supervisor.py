@@ -12,7 +12,9 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterable
 
+from trimaran.admin import access
 from trimaran.deploy.rundir import DeploymentState, RunDir, ServerState
+from trimaran.security import https
 
 
 class SupervisorError(Exception):
@@ -53,7 +55,7 @@ def health(server: ServerState, timeout: float = 1.0) -> tuple[bool, str]:
     """Ask the server's admin API for /health."""
     url = f"http://{server.address}:{server.admin_port}/health"
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
+        with https.urlopen(url, timeout=timeout) as response:
             body = json.loads(response.read() or b"{}")
             return True, str(body.get("reason", "serving"))
     except urllib.error.HTTPError as exc:
@@ -67,10 +69,11 @@ def request_json(url: str, body: dict[str, object] | None = None,
     """GET (or POST `body` as JSON) an admin URL: (HTTP status, JSON object or None);
     status 0 when nothing answered."""
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method="POST" if data is not None else "GET",
-                                     headers={"Content-Type": "application/json"})
+    method = "POST" if data is not None else "GET"
+    request = urllib.request.Request(url, data=data, method=method, headers={
+        "Content-Type": "application/json", **access.headers_for(method, url, data or b"")})
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # loopback only
+        with https.urlopen(request, timeout=timeout) as response:  # loopback only
             status, raw = response.status, response.read()
     except urllib.error.HTTPError as exc:
         status, raw = exc.code, exc.read()

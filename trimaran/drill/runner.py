@@ -23,6 +23,7 @@ import aiohttp
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 
+from trimaran.admin import access
 from trimaran.aio import cancel
 from trimaran.client.writes import Ack
 from trimaran.client.xcap import XcapClient, XcapError
@@ -327,7 +328,7 @@ class Drill:
             for server in self._answering.get(pool) or self.servers_of(pool):
                 url = f"http://{server.address}:{server.admin_port}{path}"
                 try:
-                    async with session.get(url) as resp:
+                    async with session.get(url, headers=access.headers_for("GET", url)) as resp:
                         if resp.status == 404:
                             return {}
                         if resp.status == 200:
@@ -379,7 +380,7 @@ class Drill:
     async def get_json(self, url: str) -> dict[str, Any] | None:
         """GET a JSON object (1.5 s bound); None when there is no 200 answer."""
         try:
-            async with self._session.get(url) as resp:
+            async with self._session.get(url, headers=access.headers_for("GET", url)) as resp:
                 if resp.status != 200:
                     return None
                 value = await resp.json()

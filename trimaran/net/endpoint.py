@@ -12,9 +12,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from trimaran.net.flows import udp_flow
+from trimaran.net.tls import TlsPolicy
 from trimaran.net.transport import (
     Address,
     Flow,
@@ -22,6 +23,7 @@ from trimaran.net.transport import (
     TransportError,
     TransportLayer,
 )
+from trimaran.sip.errors import SipParseError
 from trimaran.sip.headers import Headers
 from trimaran.sip.ids import new_branch
 from trimaran.sip.message import Message, Request, Response
@@ -85,10 +87,11 @@ class SipEndpoint:
     def __init__(self, *, on_request: RequestHandler, timers: TimerConfig | None = None,
                  transport_config: TransportConfig | None = None,
                  on_stray_response: ResponseHandler | None = None,
-                 on_flow_closed: Callable[[Flow, str], None] | None = None) -> None:
+                 on_flow_closed: Callable[[Flow, str], None] | None = None,
+                 tls: TlsPolicy | None = None) -> None:
         self.transactions = TransactionLayer(timers)
         self.transport = TransportLayer(self._on_message, transport_config or TransportConfig(),
-                                        on_flow_closed=self._flow_closed)
+                                        on_flow_closed=self._flow_closed, tls=tls)
         self._on_flow_closed = on_flow_closed
         self._on_request = on_request
         self._on_stray_response = on_stray_response
@@ -106,6 +109,15 @@ class SipEndpoint:
             await self.transport.listen_udp(host, udp_port)
         if tcp_port is not None:
             await self.transport.listen_tcp(host, tcp_port)
+
+    async def listen_tls(self, host: str, port: int | None = None, *,
+                         external: bool = False) -> tuple[str, int] | None:
+        """Listen on TLS when the TLS policy has a certificate for it (None: it has not)."""
+        policy = self.transport.tls
+        if policy is None or (policy.external_context if external
+                              else policy.server_context) is None:
+            return None
+        return await self.transport.listen_tls(host, port, external=external)
 
     async def close(self, drain_timeout: float = 5.0) -> None:
         """Stop timers, fail waiting requests, shut the transport down in order."""
@@ -159,6 +171,8 @@ class SipEndpoint:
         """Like `request`, also returning the flow the request left by (None if unsent)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Response] = loop.create_future()
+        target = self.transport.secure(target)
+        self._secure_via(request, target)
         reliable = target.transport != "udp"
         txn, events = self.transactions.send_request(request, reliable=reliable,
                                                      now=loop.time(), context=target)
@@ -174,7 +188,34 @@ class SipEndpoint:
 
     async def send_stateless(self, message: Message, target: Target) -> Flow:
         """Send outside any transaction (ACK for 2xx, stateless forwarding)."""
+        target = self.transport.secure(target)
+        if isinstance(message, Request):
+            self._secure_via(message, target)
         return await self.transport.send(message, target)
+
+    def _secure_via(self, request: Request, target: Target) -> None:
+        """OPS-6: a request whose top Via is ours over UDP/TCP but which goes over TLS
+        (mutual TLS between servers upgraded it, `TransportLayer.secure`) gets a top Via
+        naming TLS and our TLS address, so that the answer comes back the way it went."""
+        if isinstance(target, Flow) or target.transport != "tls":
+            return
+        try:
+            via = request.top_via
+            host, port = self.transport.local_address("tls")
+        except (SipParseError, TransportError):
+            return
+        if via.transport == "TLS" or not self._is_ours(via.transport, via.host, via.port):
+            return
+        sent_by = f"[{host}]" if ":" in host else host
+        request.headers.pop_first("Via")
+        request.headers.add("Via", str(replace(via, transport="TLS", host=sent_by, port=port)),
+                            first=True)
+
+    def _is_ours(self, transport: str, host: str, port: int | None) -> bool:
+        try:
+            return (host.strip("[]"), port) == self.transport.local_address(transport)
+        except TransportError:
+            return False
 
     # -- server side ----------------------------------------------------------
     def respond(self, transaction: ServerTransaction, response: Response) -> None:

@@ -46,7 +46,7 @@ class NotListeningError(TransportError):
 
 @dataclass(frozen=True, slots=True)
 class Address:
-    """Where to send: transport ("udp" | "tcp"), host (an IP literal) and port."""
+    """Where to send: transport ("udp" | "tcp" | "tls"), host (an IP literal) and port."""
 
     transport: str
     host: str
@@ -203,6 +203,7 @@ class Counters:
     keepalive_pongs_sent: int = 0
     keepalive_pongs_received: int = 0
     keepalive_timeouts: int = 0
+    server_requests_refused: int = 0  # server-to-server requests outside mutual TLS (403)
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,3 +260,5 @@ class TransportStats:
     keepalive_pongs_sent: int
     keepalive_pongs_received: int
     keepalive_timeouts: int
+    server_requests_refused: int
+    tls_handshakes_refused: int = 0     # by our TLS listeners (a certificate of another CA, ...)

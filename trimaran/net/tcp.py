@@ -1,6 +1,9 @@
-"""SIP over TCP (RFC 3261 §18.3; RFC 5626 §4.4.1 keepalives): one protocol per connection.
+"""SIP over TCP and TLS (RFC 3261 §18.3; RFC 5626 §4.4.1 keepalives): one protocol per
+connection.
 
-Framing is done by `StreamParser`. A well-framed but invalid message is
+The same `TcpConnection` runs over a plain socket (`kind` "tcp") and over asyncio's
+SSL transport (`kind` "tls", see `trimaran.net.tls`): the stream is the same once the
+handshake is done. Framing is done by `StreamParser`. A well-framed but invalid message is
 answered (when it can be) and the connection goes on; broken framing cannot be
 resynchronised, so it is answered when possible and the connection is closed.
 """
@@ -60,10 +63,15 @@ class TcpOwner(Protocol):
 
 
 class TcpConnection(asyncio.Protocol):
-    """One TCP connection, accepted (server side) or opened by us (`outbound`)."""
+    """One TCP or TLS connection, accepted (server side) or opened by us (`outbound`).
+
+    `peer_verified` is True for a TLS connection whose peer presented a certificate
+    that the context verified (the deployment CA's, for mutual TLS)."""
 
     def __init__(self, owner: TcpOwner, config: TransportConfig, counters: Counters, *,
-                 outbound: bool) -> None:
+                 outbound: bool, kind: str = "tcp") -> None:
+        self.kind = kind
+        self.peer_verified = False
         self._owner = owner
         self._config = config
         self._counters = counters
@@ -105,6 +113,8 @@ class TcpConnection(asyncio.Protocol):
         self._transport = transport
         local = host_port(transport.get_extra_info("sockname"))
         remote = host_port(transport.get_extra_info("peername"))
+        if self.kind == "tls":
+            self.peer_verified = bool(transport.get_extra_info("peercert"))
         flow = self._owner.tcp_opened(self, local, remote)
         if flow is None:
             self.close_reason = _REFUSED
@@ -148,7 +158,7 @@ class TcpConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self.close_reason is None:
             if exc is not None:
-                logger.debug("%s lost: %s", self._flow.id if self._flow else "tcp", exc)
+                logger.debug("%s lost: %s", self._flow.id if self._flow else self.kind, exc)
             self._closing(RESET if exc is not None else PEER_CLOSED)
         self._transport = None
         if not self.done.done():
@@ -218,7 +228,7 @@ class TcpConnection(asyncio.Protocol):
         """Queue `data`; raise FlowClosedError when the connection is closed or overloaded."""
         transport = self._transport
         if transport is None or self.close_reason is not None or transport.is_closing():
-            raise FlowClosedError(f"{self._flow.id if self._flow else 'tcp'} is closed")
+            raise FlowClosedError(f"{self._flow.id if self._flow else self.kind} is closed")
         if transport.get_write_buffer_size() + len(data) > self._config.write_buffer_limit:
             self.close(WRITE_BUFFER_FULL, abort=True)
             raise FlowClosedError(f"{self.flow.id}: write buffer full, connection closed")

@@ -1,10 +1,11 @@
-"""The transport layer (RFC 3261 §18): bytes in -> sip -> bytes out, over UDP and TCP.
+"""The transport layer (RFC 3261 §18): bytes in -> sip -> bytes out, over UDP, TCP and TLS.
 
-`TransportLayer` owns the listening sockets and the TCP connections (the flow
-table). Every parsed message is handed to `on_message(message, flow)`; requests
-first get their top Via stamped with `received`/`rport` (§18.2.1, RFC 3581).
-Sending goes to an `Address` (connections are reused) or back over a `Flow`;
-`send_response` routes a response the way §18.2.2 and RFC 3581 §4 say.
+`TransportLayer` owns the listening sockets and the TCP and TLS connections (the flow
+table; TLS as `trimaran.net.tls` describes). Every parsed message is handed to
+`on_message(message, flow)`; requests first get their top Via stamped with
+`received`/`rport` (§18.2.1, RFC 3581). Sending goes to an `Address` (connections
+are reused) or back over a `Flow`; `send_response` routes a response the way
+§18.2.2 and RFC 3581 §4 say.
 """
 
 from __future__ import annotations
@@ -28,13 +29,16 @@ from trimaran.net.flows import (
     TransportConfig,
     TransportError,
     TransportStats,
+    format_host_port,
     host_port,
     is_ip_literal,
     normalize_host,
     parse_udp_flow_id,
 )
 from trimaran.net.tcp import CLOSED_LOCALLY, SHUTDOWN, TcpConnection
+from trimaran.net.tls import DEFAULT_TLS_PORT, MTLS_REQUIRED, TlsPolicy, installed
 from trimaran.net.udp import UdpEndpoint
+from trimaran.security.tlsconf import handshakes_refused
 from trimaran.sip.errors import SipParseError
 from trimaran.sip.headers import Via
 from trimaran.sip.message import Message, Request, Response
@@ -84,10 +88,16 @@ def stamp_via(message: Message, source: HostPort) -> None:
 
 
 class TransportLayer:
-    """UDP and TCP listeners, the connection table, keepalives and response routing."""
+    """UDP, TCP and TLS listeners, the connection table, keepalives and response routing.
+
+    `tls` is the TLS policy (default: the one `trimaran.net.tls.install` set, if any)."""
 
     def __init__(self, on_message: MessageHandler, config: TransportConfig = DEFAULT_CONFIG, *,
-                 on_flow_closed: FlowClosedHandler | None = None) -> None:
+                 on_flow_closed: FlowClosedHandler | None = None,
+                 tls: TlsPolicy | None = None) -> None:
+        self._tls = tls if tls is not None else installed()
+        self._tls_servers: list[tuple[HostPort, asyncio.Server]] = []
+        self._refusals: set[asyncio.Task[Flow]] = set()
         self._on_message = on_message
         self._config = config
         self._on_flow_closed = on_flow_closed
@@ -95,7 +105,7 @@ class TransportLayer:
         self._table: FlowTable[TcpConnection] = FlowTable()
         self._udp: dict[HostPort, UdpEndpoint] = {}
         self._servers: list[tuple[HostPort, asyncio.Server]] = []
-        self._connecting: dict[HostPort, asyncio.Task[TcpConnection]] = {}
+        self._connecting: dict[tuple[str, HostPort], asyncio.Task[TcpConnection]] = {}
         self._next_tcp_id = 0
         self._closing = False
         self._shutdown: asyncio.Task[None] | None = None
@@ -104,6 +114,11 @@ class TransportLayer:
     def config(self) -> TransportConfig:
         """The configuration in use."""
         return self._config
+
+    @property
+    def tls(self) -> TlsPolicy | None:
+        """The TLS policy in use (None: no TLS)."""
+        return self._tls
 
     # -- listening --------------------------------------------------------
     async def listen_udp(self, host: str, port: int = 0) -> tuple[str, int]:
@@ -134,6 +149,31 @@ class TransportLayer:
         logger.info("listening on tcp %s:%d", *local)
         return local
 
+    async def listen_tls(self, host: str, port: int | None = None, *,
+                         external: bool = False) -> tuple[str, int]:
+        """Listen for TLS connections (default port: the policy's); return the bound address.
+
+        `external`: the Edge's external side, where no client certificate is asked for."""
+        self._check_running()
+        policy = self._tls
+        context = None if policy is None else \
+            policy.external_context if external else policy.server_context
+        if policy is None or context is None:
+            raise TransportError("no TLS certificate configured: cannot listen on tls")
+        loop = asyncio.get_running_loop()
+        try:
+            server = await loop.create_server(
+                lambda: TcpConnection(self, self._config, self._counters, outbound=False,
+                                      kind="tls"),
+                normalize_host(host), policy.port if port is None else port, ssl=context,
+                ssl_handshake_timeout=self._config.connect_timeout)
+        except OSError as exc:
+            raise TransportError(f"cannot listen on tls {host}:{port}: {exc}") from exc
+        local = host_port(server.sockets[0].getsockname())
+        self._tls_servers.append((local, server))
+        logger.info("listening on tls %s:%d%s", *local, " (external)" if external else "")
+        return local
+
     def local_address(self, transport: str) -> tuple[str, int]:
         """The (first) listening address of `transport`, for Via sent-by and Contact."""
         kind = transport.lower()
@@ -144,17 +184,31 @@ class TransportLayer:
         elif kind == "tcp" and not self._closing:
             for local, _ in self._servers:
                 return local
+        elif kind == "tls" and not self._closing:
+            for local, _ in self._tls_servers:
+                return local
         raise NotListeningError(f"not listening on {transport}")
 
     # -- sending ----------------------------------------------------------
     async def send(self, message: Message, target: Address | Flow) -> Flow:
-        """Send `message` to an address (reusing connections) or over a flow; return the flow."""
+        """Send `message` to an address (reusing connections) or over a flow; return the flow.
+
+        With mutual TLS between servers, an address that is a server's SIP address is
+        reached over TLS (`secure`)."""
         data = message.to_bytes()
-        flow = await self._send_bytes(data, target)
+        flow = await self._send_bytes(data, self.secure(target))
         self._counters.messages_out += 1
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("sent %r over %s", message.start_line(), flow.id)
         return flow
+
+    def secure(self, target: Address | Flow) -> Address | Flow:
+        """`target`, or the TLS address to use instead (a server's SIP address, when the
+        policy wants mutual TLS between servers)."""
+        if isinstance(target, Flow) or self._tls is None or target.transport == "tls":
+            return target
+        secured = self._tls.secure_address(target.host, target.port)
+        return target if secured is None else Address("tls", *secured)
 
     async def send_response(self, response: Response, flow: Flow | None) -> Flow:
         """Send a response where §18.2.2 / RFC 3581 §4 say, given the request's flow."""
@@ -169,7 +223,8 @@ class TransportLayer:
                 return await self.send(response, flow)
             # The connection is gone: open one to received (or sent-by) and the sent-by port.
             kind = flow.transport if flow is not None else via.transport.lower()
-            return await self.send(response, Address(kind, host, via.port or DEFAULT_SIP_PORT))
+            default = DEFAULT_TLS_PORT if kind == "tls" else DEFAULT_SIP_PORT
+            return await self.send(response, Address(kind, host, via.port or default))
         port = via.rport or via.port or DEFAULT_SIP_PORT
         if flow is None:
             return await self.send(response, Address("udp", host, port))
@@ -203,8 +258,8 @@ class TransportLayer:
         remote = (normalize_host(target.host), target.port)
         if kind == "udp":
             return self._udp_endpoint_for(remote[0]).send(data, remote)
-        if kind == "tcp":
-            conn = await self._tcp_connection(remote)
+        if kind in ("tcp", "tls"):
+            conn = await self._stream_connection(kind, remote)
             conn.write(data)
             return conn.flow
         raise TransportError(f"unsupported transport {target.transport!r}")
@@ -221,15 +276,16 @@ class TransportLayer:
                 return endpoint
         raise NotListeningError(f"no udp socket to send to {host}")
 
-    async def _tcp_connection(self, remote: HostPort) -> TcpConnection:
-        conn = self._table.by_remote("tcp", remote)
+    async def _stream_connection(self, kind: str, remote: HostPort) -> TcpConnection:
+        conn = self._table.by_remote(kind, remote)
         if conn is not None and conn.is_open:
             return conn
-        task = self._connecting.get(remote)
+        key = (kind, remote)
+        task = self._connecting.get(key)
         if task is None:
-            task = asyncio.get_running_loop().create_task(self._connect(remote))
-            self._connecting[remote] = task
-            task.add_done_callback(lambda t: self._connect_done(remote, t))
+            task = asyncio.get_running_loop().create_task(self._connect(kind, remote))
+            self._connecting[key] = task
+            task.add_done_callback(lambda t: self._connect_done(key, t))
         # Concurrent senders share one connection attempt; one cancelled sender
         # does not cancel it for the others.
         try:
@@ -238,36 +294,56 @@ class TransportLayer:
             current = asyncio.current_task()
             if task.cancelled() and (current is None or current.cancelling() == 0):
                 # The attempt itself was cancelled (shutdown), not this sender.
-                raise ConnectError(f"connect to tcp {remote[0]}:{remote[1]} abandoned: "
+                raise ConnectError(f"connect to {kind} {remote[0]}:{remote[1]} abandoned: "
                                    "transport layer is shutting down") from None
             raise
 
-    def _connect_done(self, remote: HostPort, task: asyncio.Task[TcpConnection]) -> None:
-        if self._connecting.get(remote) is task:
-            del self._connecting[remote]
+    def _connect_done(self, key: tuple[str, HostPort],
+                      task: asyncio.Task[TcpConnection]) -> None:
+        if self._connecting.get(key) is task:
+            del self._connecting[key]
         if not task.cancelled():
             task.exception()  # retrieved here: every waiter may have gone away
 
-    async def _connect(self, remote: HostPort) -> TcpConnection:
+    def _source(self, kind: str) -> str | None:
+        """The address outgoing connections are bound to (None: the kernel's choice).
+
+        TLS with mutual TLS between servers binds to our TLS listener, so the peer
+        sees the server's own address with the server's certificate."""
+        if kind == "tls" and self._tls is not None and self._tls.mutual and self._tls_servers:
+            return self._tls_servers[0][0][0]
+        listeners = self._servers or self._tls_servers
+        if self._config.bind_outgoing and listeners:
+            return listeners[0][0][0]
+        return None
+
+    async def _connect(self, kind: str, remote: HostPort) -> TcpConnection:
         host, port = remote
         loop = asyncio.get_running_loop()
         timeout = self._config.connect_timeout
+        context = self._tls.client_context if self._tls is not None else None
+        if kind == "tls" and context is None:
+            raise ConnectError(f"connect to tls {host}:{port}: no TLS client context "
+                               "(no deployment CA configured)")
         try:
             async with asyncio.timeout(timeout):
-                source = self._servers[0][0][0] if self._config.bind_outgoing and \
-                    self._servers else None
+                source = self._source(kind)
                 _, conn = await loop.create_connection(
-                    lambda: TcpConnection(self, self._config, self._counters, outbound=True),
-                    host, port, local_addr=(source, 0) if source else None)
+                    lambda: TcpConnection(self, self._config, self._counters, outbound=True,
+                                          kind=kind),
+                    host, port, local_addr=(source, 0) if source else None,
+                    ssl=context if kind == "tls" else None,
+                    server_hostname=host if kind == "tls" else None)
         except TimeoutError:
             self._counters.connect_failures += 1
-            raise ConnectError(f"connect to tcp {host}:{port} timed out after {timeout}s") from None
+            raise ConnectError(f"connect to {kind} {host}:{port} timed out after "
+                               f"{timeout}s") from None
         except OSError as exc:
             self._counters.connect_failures += 1
-            raise ConnectError(f"connect to tcp {host}:{port} failed: {exc}") from exc
+            raise ConnectError(f"connect to {kind} {host}:{port} failed: {exc}") from exc
         if not conn.is_open:
             self._counters.connect_failures += 1
-            raise ConnectError(f"connect to tcp {host}:{port}: refused locally "
+            raise ConnectError(f"connect to {kind} {host}:{port}: refused locally "
                                f"({len(self._table)} connections open)")
         return conn
 
@@ -281,10 +357,15 @@ class TransportLayer:
         return conn.flow if conn is not None and conn.is_open else None
 
     def flows_to(self, host: str, port: int) -> list[Flow]:
-        """Open TCP flows whose far end is `host:port`."""
-        remote = (normalize_host(host), port)
+        """Open TCP/TLS flows whose far end is `host:port` (or the TLS address `secure`
+        uses for it)."""
+        remotes = {(normalize_host(host), port)}
+        if self._tls is not None:
+            secured = self._tls.secure_address(host, port)
+            if secured is not None:
+                remotes.add(secured)
         return [conn.flow for conn in self._table.connections()
-                if conn.is_open and conn.flow.remote == remote]
+                if conn.is_open and conn.flow.remote in remotes]
 
     def is_open(self, flow: Flow) -> bool:
         """True while messages can be sent over `flow`."""
@@ -306,7 +387,11 @@ class TransportLayer:
 
     def statistics(self) -> TransportStats:
         """A snapshot of the counters."""
-        return TransportStats(open_connections=len(self._table), **asdict(self._counters))
+        policy = self._tls            # OPS-6: refused handshakes are counted by the contexts
+        contexts = set() if policy is None else {policy.server_context, policy.external_context}
+        refused = sum(handshakes_refused(context) for context in contexts)
+        return TransportStats(open_connections=len(self._table), tls_handshakes_refused=refused,
+                              **asdict(self._counters))
 
     # -- shutdown ---------------------------------------------------------
     async def close(self, drain_timeout: float = 5.0) -> None:
@@ -319,7 +404,7 @@ class TransportLayer:
         self._closing = True
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(drain_timeout, 0.0)
-        for _, server in self._servers:
+        for _, server in (*self._servers, *self._tls_servers):
             server.close()
         for task in list(self._connecting.values()):
             task.cancel()
@@ -341,7 +426,7 @@ class TransportLayer:
         udp_closed = [endpoint.closed for endpoint in self._udp.values()]
         if udp_closed:
             await asyncio.wait(udp_closed, timeout=max(deadline - loop.time(), 0.1))
-        for _, server in self._servers:
+        for _, server in (*self._servers, *self._tls_servers):
             try:
                 async with asyncio.timeout(max(deadline - loop.time(), 0.1)):
                     await server.wait_closed()
@@ -360,20 +445,44 @@ class TransportLayer:
             return
         if isinstance(message, Request):
             stamp_via(message, flow.remote)
+            if self._tls is not None and self._tls.refuses(flow, self._verified(flow)):
+                self._refuse(message, flow)
+                return
         try:
             self._on_message(message, flow)
         except Exception:
             logger.exception("message handler failed for a message from %s", flow.id)
 
+    def _verified(self, flow: Flow) -> bool:
+        conn = self._table.get(flow.id) if flow.transport == "tls" else None
+        return conn is not None and conn.peer_verified
+
+    def _refuse(self, request: Request, flow: Flow) -> None:
+        """Answer server-to-server traffic outside mutual TLS with 403 (ACK: dropped)."""
+        self._counters.server_requests_refused += 1
+        logger.info("refusing %s from server %s over %s: mutual TLS required",
+                    request.method, format_host_port(flow.remote), flow.transport)
+        if request.method == "ACK":
+            return
+        response = Response.for_request(request, 403, MTLS_REQUIRED)
+        task = asyncio.get_running_loop().create_task(self.send_response(response, flow))
+        self._refusals.add(task)
+        task.add_done_callback(self._refusal_sent)
+
+    def _refusal_sent(self, task: asyncio.Task[Flow]) -> None:
+        self._refusals.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.debug("403 not sent: %s", task.exception())
+
     def tcp_opened(self, conn: TcpConnection, local: HostPort, remote: HostPort) -> Flow | None:
-        """Admit and register a new TCP connection, or refuse it (None)."""
+        """Admit and register a new TCP or TLS connection, or refuse it (None)."""
         if self._closing or len(self._table) >= self._config.max_connections:
             self._counters.connections_refused += 1
-            logger.info("refusing tcp connection %s %s:%d: %d connections open",
+            logger.info("refusing %s connection %s %s:%d: %d connections open", conn.kind,
                         "to" if conn.outbound else "from", *remote, len(self._table))
             return None
         self._next_tcp_id += 1
-        flow = Flow(f"tcp:{self._next_tcp_id}", "tcp", local, remote)
+        flow = Flow(f"{conn.kind}:{self._next_tcp_id}", conn.kind, local, remote)
         self._table.add(flow, conn)
         if conn.outbound:
             self._counters.connections_opened += 1

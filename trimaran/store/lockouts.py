@@ -61,6 +61,29 @@ def after_failure(previous: Lockout | None, aor: str, policy: LockoutPolicy,
     return Lockout(aor, recent[-(policy.failures - 1):])
 
 
+def lockout_to_json(row: Lockout | None) -> dict[str, object] | None:
+    """A row as the Directors are sent it (`trimaran.cms.directory`)."""
+    if row is None:
+        return None
+    return {"aor": row.aor, "failures": list(row.failures), "locked_at": row.locked_at,
+            "locked_until": row.locked_until}
+
+
+def lockout_from_json(value: object) -> Lockout | None:
+    """The row of `lockout_to_json` (None for null); ValueError when malformed."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ValueError("a lockout is a JSON object")
+    try:
+        failures = tuple(float(t) for t in value.get("failures", ()))
+        return Lockout(str(value["aor"]), failures[-MAX_FAILURES:],
+                       float(value.get("locked_at", 0.0)),
+                       float(value.get("locked_until", 0.0)))
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"malformed lockout: {exc}") from None
+
+
 def encode_failures(failures: tuple[float, ...]) -> str:
     """The failure times as stored (a JSON array)."""
     return json.dumps(list(failures))

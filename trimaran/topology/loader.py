@@ -60,10 +60,12 @@ from trimaran.topology.model import (
     Pool,
     PoolRole,
     Server,
+    ServerCertificate,
     Settings,
     Site,
     SiteKind,
     SiteRtt,
+    TlsSettings,
     Topology,
     Witness,
 )
@@ -242,6 +244,7 @@ def _fields_of(ctx: Context, value: object, path: str, what: str,
     for fd in fields:
         default = getattr(defaults, fd.name)
         parse: Parse[Any] = _abuse if isinstance(default, AbuseLimits) \
+            else _tls if isinstance(default, TlsSettings) \
             else as_str_list if isinstance(default, tuple) \
             else as_int if isinstance(default, int) else as_number
         values[fd.name] = f.optional(fd.name, parse, default)
@@ -254,6 +257,31 @@ def _settings(ctx: Context, value: object, path: str) -> Settings | None:
 
 def _abuse(ctx: Context, value: object, path: str) -> AbuseLimits | None:
     return AbuseLimits(**_fields_of(ctx, value, path, "abuse limits", AbuseLimits()))
+
+
+def _tls(ctx: Context, value: object, path: str) -> TlsSettings | None:
+    f = Fields(ctx, value, path, "tls settings",
+               ("enabled", "sip_port", "mutual_between_servers", "ca", "certificates"))
+    defaults = TlsSettings()
+    no_certificates: tuple[ServerCertificate, ...] = ()
+    return TlsSettings(
+        enabled=f.optional("enabled", as_bool, defaults.enabled),
+        sip_port=f.optional("sip_port", as_int, defaults.sip_port),
+        mutual_between_servers=f.optional("mutual_between_servers", as_bool,
+                                          defaults.mutual_between_servers),
+        ca=f.optional("ca", as_str, None),
+        certificates=f.optional("certificates", list_of(_server_certificate), no_certificates),
+    )
+
+
+def _server_certificate(ctx: Context, value: object, path: str) -> ServerCertificate | None:
+    f = Fields(ctx, value, path, "server certificate", ("server", "cert", "key"))
+    server = f.required("server", as_str)
+    cert = f.required("cert", as_str)
+    key = f.required("key", as_str)
+    if server is None or cert is None or key is None:
+        return None
+    return ServerCertificate(server, cert, key)
 
 
 def _partner(ctx: Context, value: object, path: str) -> FederatedPartner | None:

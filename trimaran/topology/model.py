@@ -339,6 +339,44 @@ class AbuseLimits:
 
 
 @dataclass(frozen=True, slots=True)
+class ServerCertificate:
+    """A server's own certificate and key files (absolute paths), ``settings.tls.certificates``."""
+
+    server: str
+    cert: str
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class TlsSettings:
+    """Transport security (OPS-6), ``settings.tls``.
+
+    enabled                 servers listen for SIP over TLS on `sip_port` (``sips:``); the
+                            Edge's external side takes TLS only
+    sip_port                the TLS port of every server (default 5061)
+    mutual_between_servers  server-to-server SIP goes over mutual TLS with certificates of
+                            the deployment CA; plain UDP/TCP between servers is refused
+    ca                      the deployment CA certificate (default: RUNDIR/certs/ca.pem,
+                            created by `trimaran up` when missing)
+    certificates            servers naming their own certificate and key files (default:
+                            RUNDIR/certs/SERVER.pem and .key, issued by `up` when missing)
+    """
+
+    enabled: bool = False
+    sip_port: int = 5061
+    mutual_between_servers: bool = False
+    ca: str | None = None
+    certificates: tuple[ServerCertificate, ...] = ()
+
+    def certificate_of(self, server: str) -> ServerCertificate | None:
+        """The files `server` names, None when it uses the run directory's."""
+        for entry in self.certificates:
+            if entry.server == server:
+                return entry
+        return None
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Deployment-wide timers, validated together (no silent adjustment).
 
@@ -351,6 +389,7 @@ class Settings:
     digest_algorithms         digest challenges offered, preferred first (RFC 8760 §2.4);
                               put MD5 first for clients that only read the first challenge
     abuse                     per-source rate limits, flows per user, account lockout
+    tls                       SIP over TLS and mutual TLS between servers (`TlsSettings`)
     """
 
     registration_min_expires: int = 60
@@ -363,6 +402,7 @@ class Settings:
     resiliency_fallback_seconds: float = 60.0
     digest_algorithms: tuple[str, ...] = ("SHA-256", "MD5")
     abuse: AbuseLimits = field(default_factory=AbuseLimits)
+    tls: TlsSettings = field(default_factory=TlsSettings)
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from trimaran.topology import edge_rules, pool_rules, rules, voice_rules
+from trimaran.topology import edge_rules, pool_rules, rules, tls_rules, voice_rules
 from trimaran.topology.errors import TopologyError, Violation, format_violations, has_errors
 from trimaran.topology.loader import LoadResult, read_topology
 from trimaran.topology.model import Topology
@@ -60,6 +60,7 @@ RULES: tuple[Rule, ...] = (
     Rule("stretched-pools", pool_rules.check_stretched_pools),
     Rule("sizing", pool_rules.check_sizing),
     Rule("settings", rules.check_settings),
+    Rule("tls", tls_rules.check_tls),
     Rule("voice", voice_rules.check_voice),
 )
 

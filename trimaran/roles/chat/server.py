@@ -45,6 +45,7 @@ from typing import Any
 
 from aiohttp import web
 
+from trimaran.admin import access
 from trimaran.admin.metrics import Families, ServerMetrics
 from trimaran.apps.conference import im_answer
 from trimaran.chat.model import Message
@@ -64,6 +65,8 @@ from trimaran.roles.chat.api import ChatApi, chat_routes
 from trimaran.roles.chat.fanout import Fanout
 from trimaran.roles.chat.sessions import ID_HEADER, SEQ_HEADER, Connection, Connections
 from trimaran.roles.frontend.chat import INACTIVE_HEADER, KIND
+from trimaran.security import https
+from trimaran.security.deployment import certificate_status
 from trimaran.sip.dialog import Dialog
 from trimaran.sip.errors import SipParseError
 from trimaran.sip.headers import Headers
@@ -130,18 +133,20 @@ class ChatServer:
     async def start(self) -> None:
         """Listen for HTTP and SIP; connect to the store in the background."""
         cfg = self.config
-        app = web.Application(client_max_size=64 * 1024)
+        app = access.guarded_app(client_max_size=64 * 1024)
         app.router.add_get("/health", self._health)
         app.router.add_get("/status", self._status)
         app.router.add_get("/metrics", self.metrics.handle)
         app.add_routes(chat_routes(ChatApi(
             store=self._api_store, secret=cfg.secret, pool=cfg.pool, clock=self.wall_clock,
             writable=self._why_not_writable, on_posted=self._posted, admins=cfg.admins)))
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
+        self._runner = web.AppRunner(https.guard(app), access_log=None, shutdown_timeout=2.0)
         await self._runner.setup()
-        await web.TCPSite(self._runner, cfg.host, cfg.admin_port).start()
+        await web.TCPSite(self._runner, cfg.host, cfg.admin_port,
+                          ssl_context=https.listener_ssl()).start()
         await self.endpoint.listen(cfg.host, udp_port=cfg.sip_port, tcp_port=None)
         await self.endpoint.transport.listen_tcp(cfg.host, cfg.sip_port)
+        await self.endpoint.listen_tls(cfg.host)   # OPS-6: when the deployment has TLS
         self.fanout.start()
         self.spawn(self._follow())
         self.spawn(self._beat())
@@ -301,7 +306,7 @@ class ChatServer:
         headers = Headers([("Contact", f"<sip:{KIND}@{cfg.host}:{cfg.sip_port};"
                                        f"transport={transport}>"),
                            ("Allow", ALLOW), (TOKEN_HEADER, token),
-                           (API_HEADER, f"http://{cfg.host}:{cfg.admin_port}/chat/v1"),
+                           (API_HEADER, https.secure(f"http://{cfg.host}:{cfg.admin_port}/chat/v1")),
                            (SERVER_HEADER, cfg.server)])
         for rr in request.headers.get_all("Record-Route"):
             headers.add("Record-Route", rr)
@@ -406,7 +411,7 @@ class ChatServer:
                                  status=200 if healthy else 503)
 
     async def _status(self, _request: web.Request) -> web.Response:
-        return web.json_response(self.status())
+        return web.json_response({**self.status(), **certificate_status()})
 
     def status(self) -> dict[str, object]:
         """What /status shows."""

@@ -3,7 +3,9 @@ that serves them, holding no user state.
 
 A REGISTER is authenticated (digest) with HA1s fetched from the Front End pools'
 user homing (`GET /cms/homing/{user}`, signed with the deployment's CMS key, cached
-briefly); the user's home pool comes with them. The Director then answers
+briefly); the user's home pool and account lockout row come with them. A wrong
+response is counted in the home pool's lockout (OPS-6, `RemoteLockouts`), so guessing
+passwords through a Director locks the account as it does at a Front End. The Director then answers
 ``302 Moved Temporarily`` with the Contacts of the servers of the pool that serves
 the user now:
 
@@ -31,19 +33,24 @@ import hashlib
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from aiohttp import web
 
+from trimaran.admin import access
 from trimaran.admin.http import Route, add_routes
 from trimaran.admin.metrics import ServerMetrics, describe_transactions, register_result
-from trimaran.cms.directory import Directory
+from trimaran.cms.directory import Directory, RemoteLockouts
 from trimaran.cms.follower import CmsFollower
 from trimaran.cms.liveness import DOWN, RECOVERING, PartnerWatch
 from trimaran.cms.metrics import describe_failover_records, describe_liveness, describe_replica
 from trimaran.net.endpoint import IncomingRequest, SipEndpoint
+from trimaran.net.tls import DEFAULT_TLS_PORT
+from trimaran.roles.frontend.abuse import AccountLockout, lockout_policy
 from trimaran.roles.frontend.authn import RequestAuthenticator
 from trimaran.roles.frontend.homing import server_contacts
+from trimaran.security import https
+from trimaran.security.deployment import certificate_status
 from trimaran.sip.headers import Headers
 from trimaran.sip.ids import new_tag
 from trimaran.sip.transaction import TimerConfig, TransactionError
@@ -83,9 +90,6 @@ class DirectorServer:
         self.directory = directory
         self.routes = routes                         # more admin endpoints (status page)
         self.endpoint = SipEndpoint(on_request=self._on_request, timers=config.timers)
-        self.auth = RequestAuthenticator(directory, config.domain, config.secret,
-                                         config.nonce_ttl, config.digest_algorithms,
-                                         names_this_server=lambda uri: uri.user is None)
         self._tasks: set[asyncio.Task[None]] = set()
         self._runner: web.AppRunner | None = None
         self.sent: dict[str, int] = {}               # pool -> sign-ins sent there
@@ -96,24 +100,37 @@ class DirectorServer:
         self._redirects = self.metrics.counter(
             "director_redirects", "Sign-ins redirected, by the pool sent to and the route "
             "(home, backup: failed over, backup_registrar: home pool down)", ["pool", "route"])
+        # OPS-6: wrong passwords tried here count in the users' home pools, as at the
+        # Front Ends, and a locked user is refused here too.
+        locks = self.metrics.counter(
+            "auth_lockouts", "Accounts locked by failed digest responses counted here")
+        policy = lockout_policy(topology.settings.abuse)
+        lockout = AccountLockout(RemoteLockouts(directory, on_locked=lambda _aor: locks.inc()),
+                                 policy) if policy else None
+        self.auth = RequestAuthenticator(directory, config.domain, config.secret,
+                                         config.nonce_ttl, config.digest_algorithms,
+                                         names_this_server=lambda uri: uri.user is None,
+                                         lockout=lockout)
         self._describe_state()
 
     async def start(self) -> None:
         """Follow the CMS, probe the pools, listen."""
         cfg = self.config
-        app = web.Application()
+        app = access.guarded_app()
         app.router.add_get("/health", self._health)
         app.router.add_get("/status", self._status)
         app.router.add_get("/metrics", self.metrics.handle)
         add_routes(app, self.routes)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
+        self._runner = web.AppRunner(https.guard(app), access_log=None, shutdown_timeout=2.0)
         await self._runner.setup()
-        await web.TCPSite(self._runner, cfg.host, cfg.admin_port).start()
+        await web.TCPSite(self._runner, cfg.host, cfg.admin_port,
+                          ssl_context=https.listener_ssl()).start()
         await self.follower.start()
         for watch in self.watches.values():
             watch.start()
         await self.endpoint.listen(cfg.host, udp_port=cfg.sip_port, tcp_port=None)
         await self.endpoint.transport.listen_tcp(cfg.host, cfg.sip_port)
+        await self.endpoint.listen_tls(cfg.host)   # OPS-6: when the deployment has TLS
         self.started = True
         log.info("director %s serving SIP on %s:%s", cfg.server, cfg.host, cfg.sip_port)
 
@@ -178,7 +195,7 @@ class DirectorServer:
             self._reply(incoming, 404, "No home pool known for this user")
             return
         pool, route, why = self.serving_pool(home)
-        transport = "tcp" if incoming.flow.reliable else "udp"
+        transport = incoming.flow.transport if incoming.flow.reliable else "udp"
         # The serving pool's servers first; when that is the home pool, its backup
         # registrar after them (lower q), so a client whose home pool has just died
         # goes on there (DR-8) without asking a Director again.
@@ -186,6 +203,10 @@ class DirectorServer:
         registrar = self.resolver.backup_registrar(home)
         if pool == home and registrar is not None:
             targets += [s for s in registrar.servers if s not in targets]
+        if transport == "tls":   # OPS-6: a TLS client is sent to the servers' TLS port
+            policy = self.endpoint.transport.tls
+            port = policy.port if policy is not None else DEFAULT_TLS_PORT
+            targets = [replace(s, sip_port=port) for s in targets]
         headers = server_contacts(targets, transport)
         self.sent[pool] = self.sent.get(pool, 0) + 1
         self._redirects.labels(pool=pool, route=route).inc()
@@ -227,7 +248,7 @@ class DirectorServer:
         return web.json_response({
             "server": self.config.server, "role": "director", "cms": self.follower.status(),
             "pools": {p: w.status() for p, w in self.watches.items()},
-            "sign_ins_sent": self.sent})
+            "sign_ins_sent": self.sent, **certificate_status()})
 
 
 def spread(servers: Sequence[Server], aor: str) -> list[Server]:

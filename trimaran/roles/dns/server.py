@@ -21,10 +21,13 @@ from typing import cast
 import aiohttp
 from aiohttp import web
 
+from trimaran.admin import access
 from trimaran.admin.metrics import Families, ServerMetrics
 from trimaran.aio import cancel
 from trimaran.roles.dns.handler import answer
 from trimaran.roles.dns.zone import DEFAULT_TTL, Zone, build_zone, check_view, polled_servers
+from trimaran.security import https
+from trimaran.security.deployment import certificate_status
 from trimaran.topology.model import Server, Topology
 from trimaran.topology.resolver import Resolver
 
@@ -145,7 +148,7 @@ class DnsServer:
 
     async def _poll_forever(self) -> None:
         timeout = aiohttp.ClientTimeout(total=self.config.poll_timeout)
-        async with aiohttp.ClientSession(timeout=timeout) as session:
+        async with aiohttp.ClientSession(timeout=timeout, connector=https.connector()) as session:
             while True:
                 await self.poll_once(session)
                 await asyncio.sleep(self.config.poll_interval)
@@ -178,14 +181,15 @@ class DnsServer:
                          self.polls)
 
     async def _start_admin(self) -> web.AppRunner:
-        app = web.Application()
+        app = access.guarded_app()
         app.router.add_get("/health", self._health)
         app.router.add_get("/status", self._status)
         app.router.add_get("/metrics", self.metrics.handle)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        runner = web.AppRunner(https.guard(app), access_log=None, shutdown_timeout=1.0)
         await runner.setup()
         server = self.config.server
-        await web.TCPSite(runner, server.address, server.admin_port).start()
+        await web.TCPSite(runner, server.address, server.admin_port,
+                          ssl_context=https.listener_ssl()).start()
         return runner
 
     async def _health(self, request: web.Request) -> web.Response:
@@ -196,12 +200,12 @@ class DnsServer:
         return web.json_response({"server": self.config.server.name, "role": "dns",
                                   "site": self.config.site, "view": self.view,
                                   "polls": self.polls,
-                                  "health": self.health})
+                                  "health": self.health, **certificate_status()})
 
 
 async def _healthy(session: aiohttp.ClientSession, server: Server) -> bool:
     try:
-        async with session.get(f"{server.admin_url}/health") as response:
+        async with session.get(https.secure(f"{server.admin_url}/health")) as response:
             return response.status == 200
     except (aiohttp.ClientError, TimeoutError, OSError):
         return False

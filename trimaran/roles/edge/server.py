@@ -39,12 +39,15 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from trimaran.admin import access
 from trimaran.admin.metrics import ServerMetrics, describe_transactions
 from trimaran.client.ua import uri_address
 from trimaran.cms.edgedoc import EdgeState
 from trimaran.net.endpoint import IncomingRequest, SipEndpoint
 from trimaran.net.transport import Address, Flow, TransportConfig, TransportError
 from trimaran.roles.edge.hiding import FLOW_TOKEN, HiddenState, private_header
+from trimaran.security import https
+from trimaran.security.deployment import certificate_status
 from trimaran.sip.errors import SipParseError
 from trimaran.sip.headers import Headers, NameAddr
 from trimaran.sip.ids import new_tag
@@ -76,6 +79,7 @@ class EdgeConfig:
     outside: tuple[str, int]
     admin_port: int
     internal: frozenset[str]      # every server address of the deployment
+    outside_tls: bool = False     # OPS-6: `outside` is a TLS port, the only one outside
     rate: float = 50.0            # requests per second per outside source
     burst: float = 200.0
     timers: TimerConfig = field(default_factory=TimerConfig)
@@ -123,18 +127,27 @@ class EdgeServer:
 
     # -- lifecycle ---------------------------------------------------------------------
     async def start(self) -> None:
-        """Listen inside and outside (UDP and TCP each) and serve the admin API."""
+        """Listen inside (UDP, TCP, and TLS when the deployment has it) and outside (UDP and
+        TCP, or TLS only), and serve the admin API."""
         cfg = self.config
-        app = web.Application()
+        app = access.guarded_app()
         app.router.add_get("/health", self._health)
         app.router.add_get("/status", self._status)
         app.router.add_get("/metrics", self.metrics.handle)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
+        self._runner = web.AppRunner(https.guard(app), access_log=None, shutdown_timeout=2.0)
         await self._runner.setup()
-        await web.TCPSite(self._runner, cfg.inside[0], cfg.admin_port).start()
-        for endpoint, (host, port) in ((self.inside, cfg.inside), (self.outside, cfg.outside)):
-            await endpoint.listen(host, udp_port=port, tcp_port=None)
-            await endpoint.transport.listen_tcp(host, port)
+        await web.TCPSite(self._runner, cfg.inside[0], cfg.admin_port,
+                          ssl_context=https.listener_ssl()).start()
+        host, port = cfg.inside
+        await self.inside.listen(host, udp_port=port, tcp_port=None)
+        await self.inside.transport.listen_tcp(host, port)
+        await self.inside.listen_tls(host)         # OPS-6: when the deployment has TLS
+        host, port = cfg.outside
+        if cfg.outside_tls:                        # OPS-6: the external side takes TLS only
+            await self.outside.transport.listen_tls(host, port, external=True)
+        else:
+            await self.outside.listen(host, udp_port=port, tcp_port=None)
+            await self.outside.transport.listen_tcp(host, port)
         self.started = True
         log.info("edge %s: inside %s:%s, outside %s:%s", cfg.server, *cfg.inside, *cfg.outside)
 
@@ -195,6 +208,10 @@ class EdgeServer:
         out.headers.set("Call-ID", self.hidden.call_id_in(request.call_id))
         routes = request.routes
         ours = routes and self._is_ours(routes[0].uri, outside=True)
+        if ours and not request.to.tag and len(routes) == 1 \
+                and not self.hidden.routes_inward(out.call_id):
+            out.headers.remove("Route")   # we are the client's outbound proxy (§8.1.2):
+            ours = False                  # an initial request, routed like one
         if request.to.tag or ours:
             out.headers.remove("Route")
             hidden = self.hidden.routes_inward(out.call_id)
@@ -539,7 +556,8 @@ class EdgeServer:
         """Our Record-Route on one side; inside it carries the dialog's token (`rrt`)."""
         host, port = self.config.inside if inside else self.config.outside
         token = f";rrt={route_token(self.config.secret, call_id)}" if inside else ""
-        return f"<sip:{host}:{port};transport=tcp;lr{token}>"
+        transport = "tls" if self.config.outside_tls and not inside else "tcp"
+        return f"<sip:{host}:{port};transport={transport};lr{token}>"
 
     def _is_ours(self, uri: URI, *, outside: bool) -> bool:
         host, port = self.config.outside if outside else self.config.inside
@@ -597,7 +615,7 @@ class EdgeServer:
             "remote_users": len(self.homes), "federation_route": state.federation_route,
             "carries_federation": state.federation_route == self.config.pool,
             "next_hop": state.next_hops.get(self.config.pool),
-            "partners": [p.domain for p in state.partners]})
+            "partners": [p.domain for p in state.partners], **certificate_status()})
 
 
 def _split(value: str) -> list[str]:

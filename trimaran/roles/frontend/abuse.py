@@ -216,6 +216,14 @@ class Refusal:
     headers: Headers
 
 
+def lockout_policy(limits: AbuseLimits) -> LockoutPolicy | None:
+    """The account lockout `settings.abuse` asks for (None: `lockout_failures` is 0)."""
+    if limits.lockout_failures <= 0:
+        return None
+    return LockoutPolicy(limits.lockout_failures, limits.lockout_window_seconds,
+                         limits.lockout_seconds)
+
+
 class FrontEndLimits:
     """One Front End's abuse limits, from `settings.abuse`; a limit set to 0 is None
     (`rate`, `lockout`) or 0 (`max_flows`). `lockouts` is the pool's store's; `agent`
@@ -228,11 +236,10 @@ class FrontEndLimits:
         self.rate = RateLimiter(limits.rate_per_second, limits.rate_burst) \
             if limits.rate_per_second > 0 else None
         self.max_flows = limits.max_flows_per_user
+        policy = lockout_policy(limits)
         self.lockout = AccountLockout(
-            lockouts, LockoutPolicy(limits.lockout_failures, limits.lockout_window_seconds,
-                                    limits.lockout_seconds),
-            store_ok=store_ok, on_locked=lambda _aor: metrics.lockout()) \
-            if limits.lockout_failures > 0 else None
+            lockouts, policy, store_ok=store_ok, on_locked=lambda _aor: metrics.lockout()) \
+            if policy is not None else None
         self._metrics = metrics
         self._agent = agent
 

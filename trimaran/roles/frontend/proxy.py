@@ -117,12 +117,12 @@ class Proxy:
     def is_our_route(self, route: NameAddr) -> bool:
         """True when a Route header points at this server (any of its transports)."""
         uri = route.uri
-        for transport in ("udp", "tcp"):
+        for transport in ("udp", "tcp", "tls"):
             try:
                 host, port = self.endpoint.contact_host_port(transport)
             except NotListeningError:
                 continue
-            if uri.host == host and (uri.port or 5060) == port:
+            if uri.host == host and (uri.port or (5061 if uri.scheme == "sips" else 5060)) == port:
                 return True
         return False
 
@@ -146,10 +146,12 @@ class Proxy:
             out.headers.add(name, value)
         if target.route is not None:
             out.headers.add("Route", target.route, first=True)
+        # The transport the request really leaves by (TLS to a server with mutual TLS).
+        transport = self.endpoint.transport.secure(target.via).transport
         if record_route:
-            out.add_list_header("Record-Route", self.record_route(target.via.transport,
-                                                                   request.call_id), first=True)
-        out.headers.add("Via", self.endpoint.via(target.via.transport), first=True)
+            out.add_list_header("Record-Route", self.record_route(transport, request.call_id),
+                                first=True)
+        out.headers.add("Via", self.endpoint.via(transport), first=True)
         return out
 
     def fork(self, incoming: IncomingRequest, targets: list[Target],

@@ -177,6 +177,7 @@ class FrontEndServer:
         await self.endpoint.listen(cfg.host, udp_port=cfg.sip_port, tcp_port=None)
         _, port = self.endpoint.contact_host_port("udp")
         await self.endpoint.transport.listen_tcp(cfg.host, port)
+        await self.endpoint.listen_tls(cfg.host)   # OPS-6: when the deployment has TLS
         self.started = True
         self.admin_address = await self.admin.start(cfg.host, cfg.admin_port)
         if self.dr is not None:  # DR-7: know the failover records before serving users

@@ -30,12 +30,15 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from trimaran.admin import access
 from trimaran.admin.http import Route, add_routes
 from trimaran.admin.metrics import Families, ServerMetrics, describe_transactions
 from trimaran.net.endpoint import IncomingRequest, SipEndpoint
 from trimaran.net.transport import Address
 from trimaran.roles.mediation.b2bua import B2bua, BridgedCall, Outcome
 from trimaran.roles.mediation.gateways import GatewayMonitor
+from trimaran.security import https
+from trimaran.security.deployment import certificate_status
 from trimaran.sip.errors import SipParseError
 from trimaran.sip.headers import Headers, NameAddr
 from trimaran.sip.ids import new_call_id, new_tag
@@ -99,16 +102,20 @@ class MediationServer:
         """Listen for SIP and HTTP, start probing the gateways."""
         cfg = self.config
         if cfg.admin_port is not None:
-            app = web.Application()
+            app = access.guarded_app()
             app.router.add_get("/health", self._health)
             app.router.add_get("/status", self._status)
             app.router.add_get("/metrics", self.metrics.handle)
             add_routes(app, self.routes + self.status_routes())
-            self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
+            self._runner = web.AppRunner(https.guard(app), access_log=None,
+                                         shutdown_timeout=2.0)
             await self._runner.setup()
-            await web.TCPSite(self._runner, cfg.host, cfg.admin_port).start()
+            await web.TCPSite(self._runner, cfg.host, cfg.admin_port,
+                              ssl_context=https.listener_ssl()).start()
         await self.endpoint.listen(cfg.host, udp_port=cfg.sip_port, tcp_port=None)
         await self.endpoint.transport.listen_tcp(cfg.host, cfg.sip_port)
+        if cfg.admin_port is not None:   # OPS-6; an SBA's mediation shares its registrar's
+            await self.endpoint.listen_tls(cfg.host)
         self._reconfigure()
         self.monitor.start()
         self._watch = asyncio.ensure_future(self._follow_config())
@@ -379,7 +386,7 @@ class MediationServer:
         return web.json_response(body, status=200 if self.started else 503)
 
     async def _status(self, request: web.Request) -> web.Response:
-        return web.json_response(self.status())
+        return web.json_response({**self.status(), **certificate_status()})
 
     def _describe(self, families: Families) -> None:
         for state in self.monitor.status():
