@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import admincreds
 from tests.integration.drpair import Node, se_pair, trimaran
 from trimaran.deploy.database import databases_of, instance
 from trimaran.deploy.rundir import DeploymentState, RunDir, ServerState
@@ -67,6 +68,7 @@ def pair(tmp_path: Path) -> Iterator[RunDir]:
     topology.write_text(PAIR)
     run = RunDir(tmp_path / "run")
     trimaran("up", str(topology), "--dir", str(run.path))
+    admincreds.for_rundir(run.path)      # this process now holds the deployment's key
     try:
         yield run
     finally:
@@ -306,6 +308,7 @@ def mirrored(tmp_path: Path) -> Iterator[RunDir]:
     topology.write_text(MIRRORED)
     run = RunDir(tmp_path / "run")
     trimaran("up", str(topology), "--dir", str(run.path))
+    admincreds.for_rundir(run.path)      # this process now holds the deployment's key
     try:
         yield run
     finally:

@@ -103,7 +103,6 @@ PEER_PREFIXES = ("/cms/", "/backup/", "/apps/pickup")
 READ_SCOPE_WRITES = frozenset({("POST", "/cms/audit")})
 
 
-
 class TokenError(Exception):
     """An admin token is malformed, forged, expired or revoked; the message says which."""
 
