@@ -16,6 +16,7 @@ import dns.message
 import dns.rdatatype
 import pytest
 
+from tests.sipclients import baresip_until
 from trimaran.client.resolve import resolve_servers
 from trimaran.client.ua import UAConfig, UserAgent
 from trimaran.net.transport import Address
@@ -164,23 +165,8 @@ async def test_baresip_finds_the_server_through_the_dns_role_and_registers(
     config.mkdir()
     (config / "config").write_text(BARESIP_CONFIG.format(ns=f"{NS1[0]}:{NS1[1]}"))
     (config / "accounts").write_text(f"<sip:ann@{DOMAIN}>;auth_pass=ann-pw;regint=600\n")
-    process = await asyncio.create_subprocess_exec(
-        "baresip", "-f", str(config), "-t", "30", "-s", cwd=tmp_path,
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    assert process.stdout is not None
-    seen: list[str] = []
-    try:
-        deadline = time.monotonic() + 20
-        while not any(f"ann@{DOMAIN}: {{0/TCP/v4}} 200 OK" in line for line in seen):
-            line = await asyncio.wait_for(process.stdout.readline(),
-                                          max(0.1, deadline - time.monotonic()))
-            if not line:
-                raise AssertionError("baresip exited:\n" + "".join(seen[-40:]))
-            seen.append(line.decode(errors="replace"))
-    finally:
-        if process.returncode is None:
-            process.terminate()
-            await process.wait()
-    trace = "".join(seen)
+    async with baresip_until(config, tmp_path, f"ann@{DOMAIN}: {{0/TCP/v4}} 200 OK",
+                             20) as seen:
+        trace = "".join(seen)
     assert "-> 127.0.16.101:5460" in trace  # the REGISTER went to se1, found by SRV
     assert "[1 binding]" in trace

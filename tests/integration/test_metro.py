@@ -25,8 +25,6 @@ import asyncio
 import contextlib
 import itertools
 import json
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -37,7 +35,7 @@ import pytest
 import yaml
 
 from tests import admincreds
-from tests.integration.enterprise import percentile
+from tests.integration.enterprise import password, percentile, trimaran
 from trimaran.client.fleet import Fleet, FleetConfig, LoadResult
 from trimaran.client.ua import UAConfig, UserAgent
 from trimaran.client.xcap import XcapClient, XcapError
@@ -90,15 +88,6 @@ TOPOLOGY = yaml.safe_load(metro_topology())
 FE = {s["name"]: s["address"] for s in TOPOLOGY["pools"][0]["servers"]}
 DB = {name: TOPOLOGY["pools"][0]["backend"][role]["address"]
       for role, name in (("principal", "fe1-principal"), ("mirror", "fe1-mirror"))}
-
-
-def trimaran(*args: str, check: bool = True) -> str:
-    result = subprocess.run([sys.executable, "-m", "trimaran", *args], capture_output=True,
-                            text=True, timeout=180, cwd=ROOT)
-    if check and result.returncode != 0:
-        raise AssertionError(f"trimaran {' '.join(args)} -> {result.returncode}\n"
-                             f"{result.stdout}\n{result.stderr}")
-    return result.stdout
 
 
 def sip(server: str) -> Address:
@@ -163,10 +152,6 @@ async def await_until(predicate: Callable[[], bool], timeout: float, what: str) 
             raise AssertionError(f"{what}: not within {timeout} s")
         await asyncio.sleep(0.05)
     return time.monotonic() - started
-
-
-def password(name: str) -> str:
-    return f"{name}-pw"
 
 
 async def create_users(names: list[str]) -> None:

@@ -11,12 +11,10 @@ pool crosses between them over mutual TLS and arrives.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import shutil
 import socket
 import ssl
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,12 +22,12 @@ from pathlib import Path
 import pytest
 
 from tests.integration.enterprise import trimaran
+from tests.sipclients import NoResponse, baresip_until, read_response
 from trimaran.client.ua import UAConfig, UserAgent
 from trimaran.net.tls import MTLS_REQUIRED
 from trimaran.net.transport import Address
 from trimaran.security.ca import init_ca, issue
 from trimaran.sip.message import Response
-from trimaran.sip.parser import StreamParser
 
 pytestmark = pytest.mark.skipif(
     not Path("/usr/lib/postgresql").exists(),
@@ -89,10 +87,6 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         trimaran("down", "--dir", str(rundir), check=False)
 
 
-class NoResponse(AssertionError):
-    """The connection closed (or the deadline passed) before any response."""
-
-
 def tls_request(context: ssl.SSLContext, host: str, data: bytes, *,
                 source: str = BOB_HOST) -> Response:
     """Send `data` over TLS to host:5061 and return the first response."""
@@ -100,19 +94,6 @@ def tls_request(context: ssl.SSLContext, host: str, data: bytes, *,
             context.wrap_socket(raw, server_hostname=host) as conn:
         conn.sendall(data)
         return read_response(conn)
-
-
-def read_response(conn: socket.socket) -> Response:
-    parser = StreamParser(expect_ping=False)
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        chunk = conn.recv(65536)
-        if not chunk:
-            break
-        for frame in parser.feed(chunk):
-            if isinstance(frame, Response):
-                return frame
-    raise NoResponse("no response before the connection closed or the deadline")
 
 
 def options(via_host: str, transport: str) -> bytes:
@@ -134,19 +115,8 @@ async def test_ops6_baresip_registers_over_tls_and_the_front_end_holds_its_bindi
     (config / "accounts").write_text(
         f'<sip:ann@{DOMAIN};transport=tls>;auth_pass=ann-pw;regint=600;'
         f'outbound="sip:{FE_A}:{TLS};transport=tls"\n')
-    process = await asyncio.create_subprocess_exec(
-        "baresip", "-f", str(config), "-t", "30", "-s", cwd=tmp_path,
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    assert process.stdout is not None
-    seen: list[str] = []
-    try:
-        deadline = time.monotonic() + 15
-        while not any(f"ann@{DOMAIN}: {{0/TLS/v4}} 200 OK" in line for line in seen):
-            line = await asyncio.wait_for(process.stdout.readline(),
-                                          max(0.1, deadline - time.monotonic()))
-            if not line:
-                raise AssertionError("baresip exited:\n" + "".join(seen[-40:]))
-            seen.append(line.decode(errors="replace"))
+    async with baresip_until(config, tmp_path, f"ann@{DOMAIN}: {{0/TLS/v4}} 200 OK",
+                             15) as seen:
         # While baresip is registered, the Front End lists its TLS binding.
         ann = UserAgent(UAConfig(aor=f"sip:ann@{DOMAIN}", password="ann-pw",
                                  servers=(Address("tcp", FE_A, SIP),), local_host=BOB_HOST,
@@ -156,10 +126,6 @@ async def test_ops6_baresip_registers_over_tls_and_the_front_end_holds_its_bindi
             bindings = [str(b.uri) for b in await ann.fetch_bindings()]
         finally:
             await ann.close()
-    finally:
-        if process.returncode is None:
-            process.terminate()
-            await process.wait()
     trace = "".join(seen)
     assert f"-> {FE_A}:{TLS}" in trace and "ua: adding SIP CA" in trace
     assert any(f"@{BARESIP_HOST}:5091" in b and "transport=tls" in b for b in bindings), bindings

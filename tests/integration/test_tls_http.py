@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from tests.integration.enterprise import trimaran
+from tests.sipclients import read_response
 from trimaran.admin import access
 from trimaran.client.auth import DigestClient
 from trimaran.deploy.database import AGENT_PORT_OFFSET
@@ -33,8 +34,8 @@ from trimaran.security import https
 from trimaran.security.ca import init_ca, issue
 from trimaran.security.deployment import install_operator
 from trimaran.security.https import MTLS_REQUIRED
-from trimaran.sip.message import Request, Response
-from trimaran.sip.parser import StreamParser, parse_message
+from trimaran.sip.message import Request
+from trimaran.sip.parser import parse_message
 
 pytestmark = pytest.mark.skipif(
     not Path("/usr/lib/postgresql").exists(),
@@ -292,16 +293,3 @@ def register(client: DigestClient) -> Request:
     if client.has_credentials:
         client.authorize(request)
     return request
-
-
-def read_response(conn: socket.socket) -> Response:
-    parser = StreamParser(expect_ping=False)
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        chunk = conn.recv(65536)
-        if not chunk:
-            break
-        for frame in parser.feed(chunk):
-            if isinstance(frame, Response):
-                return frame
-    raise AssertionError("no response before the connection closed or the deadline")
