@@ -16,6 +16,7 @@ from pathlib import Path
 
 import click
 
+from trimaran.admin import access
 from trimaran.cli.common import fail
 from trimaran.cli.deploy import describe, start_deployment
 from trimaran.deploy.rundir import RunDir
@@ -84,13 +85,18 @@ def demo(rundir: str, file: str, script: bool) -> None:
     alice = USERS["alice"]
     first = state.servers["se1"]
     command = "trimaran" if shutil.which("trimaran") else "./run trimaran"
+    # The page needs admin credentials (OPS-6): a read-only token for the browser.
+    viewer, _ = access.mint(run.admin_key(), "demo-viewer", access.READ, days=7)
     click.echo(f"""
 The deployment keeps running. Point a SIP client (e.g. baresip, linphone) at it:
   registrar / outbound proxy : {first.address}:{first.sip_port} (UDP or TCP)
   domain / digest realm      : {DOMAIN}
   user                       : alice@{DOMAIN}   password {alice[1]}
 Status:  {command} status --dir {run.path}
-         live page: http://{first.address}:{first.admin_port}/status/page  (any browser)
+         live page: http://{first.address}:{first.admin_port}/status/page  (any browser; sign
+         in with any user name and, as password, this read-only admin token, valid 7 days:
+         {viewer}
+         more: {command} admin token create --name NAME --scope read --dir {run.path})
 Drills:  {command} drill pool-loss --dir {run.path}       (lose se1, fail over, fail back;
          also server-kill, site-loss, wan-cut, ...: {command} drill --help)
 DR:      {command} backup status se1 --dir {run.path}     (se1 is copied to se2 as you go)
