@@ -52,7 +52,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
-from kit import int_list, quantile, why, workspace
+from kit import BenchDeployment, BenchError, int_list, quantile, why, workspace
 from machine import machine_lines
 from registrar import host_busy_seconds, table
 
@@ -137,10 +137,6 @@ pools:
 """
 
 
-class BenchError(Exception):
-    """The bench cannot go on (the deployment did not start, a check failed)."""
-
-
 def aor(name: str) -> str:
     return f"sip:{name}@{DOMAIN}"
 
@@ -190,27 +186,8 @@ def _tree_seconds(roots: Sequence[int], procs: Mapping[int, tuple[int, int]]) ->
 
 # --- the deployment ----------------------------------------------------------------------
 
-class Deployment:
+class Deployment(BenchDeployment):
     """The deployment under test, run with the `trimaran` CLI in `work/run`."""
-
-    def __init__(self, work: Path) -> None:
-        self.work = work
-        self.rundir = work / "run"
-        self.env = {**os.environ, "HOME": str(work)}     # `up` remembers its dir in ~
-        self.started = False
-
-    def cli(self, *args: str, timeout: float = 120.0,
-            check: bool = True) -> subprocess.CompletedProcess[str]:
-        """`trimaran ARGS --dir RUNDIR` (except for `up`, which names it itself)."""
-        command = [sys.executable, "-m", "trimaran", *args]
-        if args[0] != "up":
-            command += ["--dir", str(self.rundir)]
-        done = subprocess.run(command, cwd=ROOT, env=self.env, capture_output=True, text=True,
-                              timeout=timeout, check=False)
-        if check and done.returncode != 0:
-            raise BenchError(f"trimaran {' '.join(args)} failed ({done.returncode}):\n"
-                             f"{done.stdout}\n{done.stderr}")
-        return done
 
     def up(self) -> None:
         """`trimaran up`, the users in their home pools' stores, the category and rooms."""

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
+import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @contextlib.contextmanager
@@ -45,3 +49,31 @@ def why(failures: Mapping[str, int]) -> str:
         return "0"
     return f"{sum(failures.values())} (" + ", ".join(
         f"{n} {reason}" for reason, n in sorted(failures.items())) + ")"
+
+
+class BenchError(Exception):
+    """The bench cannot go on (the deployment did not start, a check or wait failed)."""
+
+
+class BenchDeployment:
+    """A deployment a bench runs with the `trimaran` CLI in `work/run`."""
+
+    def __init__(self, work: Path) -> None:
+        self.work = work
+        self.rundir = work / "run"
+        # `up` remembers its run directory in ~/.trimaran-last-dir: not the real home's
+        self.env = {**os.environ, "HOME": str(work)}
+        self.started = False
+
+    def cli(self, *args: str, timeout: float = 120.0,
+            check: bool = True) -> subprocess.CompletedProcess[str]:
+        """`trimaran ARGS --dir RUNDIR` (except for `up`, which names it itself)."""
+        command = [sys.executable, "-m", "trimaran", *args]
+        if args[0] != "up":
+            command += ["--dir", str(self.rundir)]
+        done = subprocess.run(command, cwd=ROOT, env=self.env, capture_output=True, text=True,
+                              timeout=timeout, check=False)
+        if check and done.returncode != 0:
+            raise BenchError(f"trimaran {' '.join(args)} failed ({done.returncode}):\n"
+                             f"{done.stdout}\n{done.stderr}")
+        return done

@@ -47,7 +47,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))   # tests.voice
-from kit import int_list, quantile, why, workspace
+from kit import BenchDeployment, BenchError, int_list, quantile, why, workspace
 from machine import machine_lines
 from registrar import host_busy_seconds, table, tree_cpu_seconds
 from sipp_runner import SCENARIOS, BackgroundSipp, free_port, run_sipp, sipp_version
@@ -132,34 +132,10 @@ voice:
 """
 
 
-class BenchError(Exception):
-    """The bench cannot go on (the deployment did not start, a wait timed out)."""
-
-
 # --- the deployment --------------------------------------------------------------------
 
-class Deployment:
+class Deployment(BenchDeployment):
     """The deployment under test, run with the `trimaran` CLI in `work/run`."""
-
-    def __init__(self, work: Path) -> None:
-        self.work = work
-        self.rundir = work / "run"
-        # `up` remembers its run directory in ~/.trimaran-last-dir: not the real home's
-        self.env = {**os.environ, "HOME": str(work)}
-        self.started = False
-
-    def cli(self, *args: str, timeout: float = 120.0,
-            check: bool = True) -> subprocess.CompletedProcess[str]:
-        """`trimaran ARGS --dir RUNDIR` (except for `up`, which names it itself)."""
-        command = [sys.executable, "-m", "trimaran", *args]
-        if args[0] != "up":
-            command += ["--dir", str(self.rundir)]
-        done = subprocess.run(command, cwd=ROOT, env=self.env, capture_output=True, text=True,
-                              timeout=timeout, check=False)
-        if check and done.returncode != 0:
-            raise BenchError(f"trimaran {' '.join(args)} failed ({done.returncode}):\n"
-                             f"{done.stdout}\n{done.stderr}")
-        return done
 
     def up(self) -> None:
         """`trimaran up`, then the users: the SIPp caller, alice and bob."""
