@@ -41,9 +41,11 @@ from pathlib import Path
 import asyncpg  # type: ignore[import-untyped]
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))   # tests.integration
 from machine import machine_lines
 from wan import DelayRelay, Wan, WanError, descendants, netem_problem
 
+from tests.integration.enterprise import create_users, password
 from trimaran.admin import access
 from trimaran.client.ua import UAConfig, UserAgent
 from trimaran.client.xcap import XcapClient
@@ -51,9 +53,7 @@ from trimaran.deploy.database import instance
 from trimaran.deploy.rundir import RunDir
 from trimaran.deploy.supervisor import request_json
 from trimaran.net.transport import Address
-from trimaran.sip import digest
-from trimaran.store.model import ContactEntry, ContactList, Credentials, User
-from trimaran.store.postgres import PostgresStore
+from trimaran.store.model import ContactEntry, ContactList
 from trimaran.topology.validator import validate_text
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -121,26 +121,8 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))]
 
 
-def password(name: str) -> str:
-    return f"{name}-pw"
-
-
 def sip(server: str) -> Address:
     return Address("tcp", FE[server], SIP)
-
-
-async def create_users(names: list[str]) -> None:
-    store = PostgresStore(f"postgresql://trimaran@{PRINCIPAL}:{DB}/trimaran", pool="fe1")
-    await store.open()
-    try:
-        for name in names:
-            aor = f"sip:{name}@{DOMAIN}"
-            if await store.users.get(aor) is None:
-                await store.users.add(User(aor, "fe1"), Credentials(
-                    aor, name, DOMAIN, digest.ha1(name, DOMAIN, password(name), "MD5"),
-                    digest.ha1(name, DOMAIN, password(name), "SHA-256")), now=time.time())
-    finally:
-        await store.close()
 
 
 def synchronous() -> bool:
@@ -351,7 +333,7 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=None)
     parser.add_argument("--quiet-wait", type=float, default=None,
                         help=f"before each delay, wait up to S s for the CPUs to be less than "
-                             f"{QUIET_BUSY:.0%} busy (default 15, --quick 0)")
+                             f"{QUIET_BUSY * 100:.0f} %% busy (default 15, --quick 0)")
     args = parser.parse_args()
     rtts = tuple(float(r) for r in args.rtts.split(",")) if args.rtts else \
         ((0.0, 30.0) if args.quick else RTTS)
@@ -372,7 +354,8 @@ def main() -> None:
         access.use_rundir(run)           # admin calls signed with the deployment's key
         try:
             asyncio.run(create_users(["ua", "ub", "wa", "wb", *(
-                f"s{site}{i}" for site in "ab" for i in range(samples))]))
+                f"s{site}{i}" for site in "ab" for i in range(samples))], pool="fe1",
+                database=f"postgresql://trimaran@{PRINCIPAL}:{DB}/trimaran"))
             quiet = args.quiet_wait if args.quiet_wait is not None else \
                 (0.0 if args.quick else 15.0)
             results = asyncio.run(bench(run, rtts, samples, quiet))

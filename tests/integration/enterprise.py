@@ -124,8 +124,11 @@ def dsn() -> str:
     return f"postgresql://trimaran@{DB[0]}:{DB[1]}/trimaran"
 
 
-async def create_users(names: list[str]) -> None:
-    store = PostgresStore(dsn(), pool="fe4")
+async def create_users(names: list[str], *, database: str | None = None,
+                       pool: str = "fe4") -> None:
+    """Users `names` (password `password(name)`) of `pool` in its store at `database`
+    (default: this deployment's); those already there are kept."""
+    store = PostgresStore(database or dsn(), pool=pool)
     await store.open()
     try:
         now = time.time()
@@ -133,7 +136,7 @@ async def create_users(names: list[str]) -> None:
             aor = f"sip:{name}@{DOMAIN}"
             if await store.users.get(aor) is not None:
                 continue
-            await store.users.add(User(aor, "fe4"), Credentials(
+            await store.users.add(User(aor, pool), Credentials(
                 aor, name, DOMAIN, digest.ha1(name, DOMAIN, password(name), "MD5"),
                 digest.ha1(name, DOMAIN, password(name), "SHA-256")), now=now)
     finally:

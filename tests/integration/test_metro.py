@@ -35,16 +35,14 @@ import pytest
 import yaml
 
 from tests import admincreds
-from tests.integration.enterprise import password, percentile, trimaran
+from tests.integration.enterprise import create_users, password, percentile, trimaran
 from trimaran.client.fleet import Fleet, FleetConfig, LoadResult
 from trimaran.client.ua import UAConfig, UserAgent
 from trimaran.client.xcap import XcapClient, XcapError
 from trimaran.deploy.supervisor import pid_alive, request_json
 from trimaran.net.transport import Address
-from trimaran.sip import digest
 from trimaran.sip.transaction import TimerConfig
-from trimaran.store.model import ContactEntry, ContactGroup, ContactList, Credentials, User
-from trimaran.store.postgres import PostgresStore
+from trimaran.store.model import ContactEntry, ContactGroup, ContactList
 
 pytestmark = pytest.mark.skipif(
     not Path("/usr/lib/postgresql").exists(),
@@ -154,22 +152,6 @@ async def await_until(predicate: Callable[[], bool], timeout: float, what: str) 
     return time.monotonic() - started
 
 
-async def create_users(names: list[str]) -> None:
-    hosts = ",".join(f"{address}:{DB_PORT}" for address in DB.values())
-    store = PostgresStore(f"postgresql://trimaran@{hosts}/trimaran"
-                          "?target_session_attrs=read-write", pool="fe1")
-    await store.open()
-    try:
-        for name in names:
-            aor = f"sip:{name}@{DOMAIN}"
-            if await store.users.get(aor) is None:
-                await store.users.add(User(aor, "fe1"), Credentials(
-                    aor, name, DOMAIN, digest.ha1(name, DOMAIN, password(name), "MD5"),
-                    digest.ha1(name, DOMAIN, password(name), "SHA-256")), now=time.time())
-    finally:
-        await store.close()
-
-
 @pytest.fixture(scope="module")
 def metro(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     tmp = tmp_path_factory.mktemp("metro")
@@ -178,7 +160,9 @@ def metro(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     trimaran("up", str(tmp / "metro.yaml"), "--dir", str(rundir))
     admincreds.for_rundir(rundir)        # this process now holds the deployment's key
     try:
-        asyncio.run(create_users([*USERS, WRITER]))
+        hosts = ",".join(f"{address}:{DB_PORT}" for address in DB.values())
+        asyncio.run(create_users([*USERS, WRITER], pool="fe1", database=(
+            f"postgresql://trimaran@{hosts}/trimaran?target_session_attrs=read-write")))
         yield rundir
     finally:
         trimaran("down", "--dir", str(rundir), check=False)
